@@ -1,0 +1,3 @@
+from waymesh.cli.main import main
+
+main()
