@@ -1,0 +1,1 @@
+"""Typed models for the API kinds waymesh reads (conventions in README.md)."""
