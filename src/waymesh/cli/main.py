@@ -16,6 +16,7 @@ app = typer.Typer(
 # the command functions, so that `waymesh echo` does not pay for loading the control plane.
 COMMAND_MODULES = [
     # one line per module; keep the list flat
+    "waymesh.cli.echo_cmd",
 ]
 
 
