@@ -49,6 +49,7 @@ _KINDS: dict[tuple[str, str], KindInfo] = {}
 # Modules that define models and call register_kind(). Each owner adds its module here.
 MODEL_MODULES = [
     # one line per module; keep the list flat
+    "waymesh.model.api.core",
     "waymesh.model.api.waymesh",
 ]
 
