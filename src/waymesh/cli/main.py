@@ -16,6 +16,9 @@ app = typer.Typer(
 # the command functions, so that `waymesh echo` does not pay for loading the control plane.
 COMMAND_MODULES = [
     # one line per module; keep the list flat
+    "waymesh.cli.controlplane_cmd",
+    "waymesh.cli.up_cmd",
+    "waymesh.cli.inspect_cmd",
     "waymesh.cli.echo_cmd",
 ]
 

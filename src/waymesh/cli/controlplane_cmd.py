@@ -1,0 +1,51 @@
+"""`waymesh control-plane`: config from a watched directory, xDS on 15010, debug on 15014."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("control-plane")
+    def control_plane(
+        config_dir: Path = typer.Option(..., "--config-dir", "-d", help="Directory of YAML config (watched)."),
+        mesh_config: Path | None = typer.Option(None, "--mesh-config", help="Istio MeshConfig YAML."),
+        credentials_dir: Path | None = typer.Option(
+            None,
+            "--credentials-dir",
+            help="Folder with one sub-folder per credentialName (tls.crt, tls.key, ca.crt). "
+            "Default: <config-dir>/credentials if it exists.",
+        ),
+        xds_address: str = typer.Option("0.0.0.0:15010", "--xds-address", help="host:port for xDS (plaintext)."),
+        debug_address: str = typer.Option("127.0.0.1:15014", "--debug-address", help="host:port for debug."),
+        log_level: str = typer.Option("info", "--log-level"),
+    ) -> None:
+        """Run the control plane: read config from a directory and serve it to proxies over xDS."""
+        import asyncio
+
+        from waymesh.cli.runtime import configure_logging, install_event_loop, split_host_port
+        from waymesh.controlplane.server import ControlPlaneOptions, run_control_plane
+
+        configure_logging(log_level)
+        if not config_dir.is_dir():
+            raise typer.BadParameter(f"{config_dir} is not a directory", param_hint="--config-dir")
+        if credentials_dir is None and (config_dir / "credentials").is_dir():
+            credentials_dir = config_dir / "credentials"
+        xds_host, xds_port = split_host_port(xds_address)
+        debug_host, debug_port = split_host_port(debug_address)
+        options = ControlPlaneOptions(
+            config_dir=config_dir,
+            mesh_config=mesh_config,
+            credentials_dir=credentials_dir,
+            xds_host=xds_host,
+            xds_port=xds_port,
+            debug_host=debug_host,
+            debug_port=debug_port,
+        )
+        install_event_loop()
+        try:
+            asyncio.run(run_control_plane(options))
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,198 @@
+"""The control-plane process: config store → index → generator → xDS cache → proxies.
+
+Pushes are driven by change events with no fixed debounce: a change marks the state dirty and
+wakes the push task, which takes whatever has queued up meanwhile and pushes once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from waymesh.config.mesh import MeshConfig, load_mesh_config
+from waymesh.config.store import ConfigStore
+from waymesh.config.types import ConfigError
+from waymesh.config.watch import DirectorySource
+from waymesh.controlplane.node import proxy_from_node
+from waymesh.generate.resources import ResourceBuilder
+from waymesh.model.credentials import CredentialStore
+from waymesh.model.index import MeshIndex
+from waymesh.model.proxy import ProxyInfo
+from waymesh.xds.cache import XdsCache
+from waymesh.xds.server import XdsServer
+
+log = logging.getLogger("waymesh.controlplane")
+
+
+@dataclass
+class ControlPlaneOptions:
+    config_dir: Path
+    mesh_config: Path | None = None
+    credentials_dir: Path | None = None
+    xds_host: str = "0.0.0.0"
+    xds_port: int = 15010
+    debug_host: str = "127.0.0.1"
+    debug_port: int = 15014
+    # Set by tests that want to know exactly when config reached the cache.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ControlPlane:
+    def __init__(self, options: ControlPlaneOptions) -> None:
+        self.options = options
+        self.store = ConfigStore()
+        self.mesh: MeshConfig
+        self.mesh_errors: list[ConfigError] = []
+        self.mesh, self.mesh_errors = load_mesh_config(options.mesh_config)
+        self.credentials = CredentialStore(options.credentials_dir, store=self.store)
+        self.index = MeshIndex(self.store, self.credentials, self.mesh)
+        self.builder = ResourceBuilder()
+        self.cache = XdsCache()
+        self.xds = XdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect)
+        self.source = DirectorySource(options.config_dir, self.store)
+        self.translation_problems: dict[str, list[ConfigError]] = {}
+        self.gateway_status: dict[str, Any] = {}
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._debug_runner: Any = None
+        self.pushes = 0
+        self.last_push_seconds = 0.0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for error in self.mesh_errors:
+            log.warning("mesh config: %s", error)
+        self.store.subscribe(self._on_store_change)
+        await self.source.start()
+        self._refresh_status()
+        self._tasks.append(asyncio.create_task(self._push_loop(), name="push-loop"))
+        if self.options.credentials_dir is not None:
+            self._tasks.append(asyncio.create_task(self._watch_credentials(), name="credentials"))
+        await self.xds.start(self.options.xds_host, self.options.xds_port)
+        await self._start_debug()
+        log.info(
+            "control plane serving xDS on %s:%d, debug on http://%s:%d",
+            self.options.xds_host,
+            self.options.xds_port,
+            self.options.debug_host,
+            self.options.debug_port,
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.source.stop()
+        await self.xds.stop(0.5)
+        if self._debug_runner is not None:
+            await self._debug_runner.cleanup()
+
+    # --- xDS connection events -------------------------------------------------------------
+
+    async def _on_connect(self, node: Any) -> None:
+        proxy = proxy_from_node(node)
+        log.info("proxy connected: %s (%s %s/%s)", proxy.id, proxy.kind, proxy.namespace, proxy.name)
+        self.index.add_proxy(proxy)
+        self._push_proxy(proxy)
+
+    async def _on_disconnect(self, node_id: str) -> None:
+        log.info("proxy disconnected: %s", node_id)
+        self.index.remove_proxy(node_id)
+        self.translation_problems.pop(node_id, None)
+        self.cache.clear_node(node_id)
+
+    # --- pushing ---------------------------------------------------------------------------
+
+    def _on_store_change(self, changes: list[Any]) -> None:
+        self._dirty.set()
+
+    async def _push_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            started = time.perf_counter()
+            self.index.invalidate_registry()
+            for state in list(self.index.proxies.values()):
+                self._push_proxy(state.proxy)
+            self._refresh_status()
+            self.pushes += 1
+            self.last_push_seconds = time.perf_counter() - started
+            # Let the xDS streams send before looking at the next batch of changes.
+            await asyncio.sleep(0)
+
+    def _push_proxy(self, proxy: ProxyInfo) -> None:
+        try:
+            config, problems = self.index.translate(proxy)
+            resources = self.builder.build(config)
+        except Exception:
+            # A translator bug must not take down the proxies: they keep their last good config.
+            log.exception("generating config for %s failed; the proxy keeps its last good config", proxy.id)
+            return
+        self._report_new_problems(proxy.id, problems)
+        self.cache.set_node(proxy.id, resources)
+
+    def _report_new_problems(self, proxy_id: str, problems: list[ConfigError]) -> None:
+        before = {str(p) for p in self.translation_problems.get(proxy_id, [])}
+        for problem in problems:
+            if str(problem) not in before:
+                log.warning("config problem: %s", problem)
+        self.translation_problems[proxy_id] = problems
+
+    def _refresh_status(self) -> None:
+        from waymesh.model.gatewayapi_status import compute_status
+
+        try:
+            statuses = compute_status(self.index.context())
+        except Exception:
+            log.exception("computing Gateway API status failed")
+            return
+        self.gateway_status = {str(key): status for key, status in statuses.items()}
+
+    async def _watch_credentials(self) -> None:
+        import watchfiles
+
+        assert self.options.credentials_dir is not None
+        self.options.credentials_dir.mkdir(parents=True, exist_ok=True)
+        async for _ in watchfiles.awatch(self.options.credentials_dir):
+            self.credentials.invalidate()
+            self._dirty.set()
+
+    # --- debug endpoints -------------------------------------------------------------------
+
+    def problems(self) -> list[ConfigError]:
+        seen: dict[str, ConfigError] = {}
+        for problem in [*self.mesh_errors, *self.store.errors()]:
+            seen.setdefault(str(problem), problem)
+        for problems in self.translation_problems.values():
+            for problem in problems:
+                seen.setdefault(str(problem), problem)
+        return list(seen.values())
+
+    async def _start_debug(self) -> None:
+        from aiohttp import web
+
+        from waymesh.controlplane.debug import add_routes
+        from waymesh.xds.debug import make_debug_app
+
+        app = make_debug_app(self.xds, self.cache)
+        add_routes(app, self)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.options.debug_host, self.options.debug_port, reuse_address=True)
+        await site.start()
+        self._debug_runner = runner
+
+
+async def run_control_plane(options: ControlPlaneOptions) -> None:
+    """Run until cancelled (Ctrl-C / SIGTERM)."""
+    control_plane = ControlPlane(options)
+    await control_plane.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await control_plane.stop()
