@@ -51,6 +51,7 @@ MODEL_MODULES = [
     # one line per module; keep the list flat
     "waymesh.model.api.core",
     "waymesh.model.api.waymesh",
+    "waymesh.model.api.gateway_api",
 ]
 
 
