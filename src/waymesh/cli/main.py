@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "waymesh.cli.controlplane_cmd",
     "waymesh.cli.up_cmd",
     "waymesh.cli.inspect_cmd",
+    "waymesh.cli.cert_cmd",
     "waymesh.cli.echo_cmd",
 ]
 
