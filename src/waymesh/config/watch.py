@@ -1,0 +1,183 @@
+"""A directory of YAML files as a config source: a full load at start, then live edits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import watchfiles
+
+from waymesh.config.loader import load_file
+from waymesh.config.store import ChangeSet, ConfigStore, SourceUpdate
+from waymesh.config.types import ConfigError, ConfigObject
+
+log = logging.getLogger("waymesh.config")
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _ignored_name(name: str) -> bool:
+    # Dotfiles (.git, vim's .x.swp, emacs' .#x) and editor backups/temp files (x~, #x#, x.tmp).
+    return name.startswith((".", "#")) or name.endswith(("~", ".swp", ".swx", ".tmp", ".bak"))
+
+
+def is_config_file(path: Path, root: Path) -> bool:
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return False
+    if any(_ignored_name(part) for part in rel.parts):
+        return False
+    return path.suffix in YAML_SUFFIXES
+
+
+def scan(root: Path) -> list[Path]:
+    """Every config file under `root`, sorted (so "first loaded wins" is stable)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not _ignored_name(d))
+        for name in sorted(filenames):
+            p = Path(dirpath, name)
+            if is_config_file(p, root):
+                found.append(p)
+    return found
+
+
+def _update(path: Path) -> SourceUpdate:
+    result = load_file(path)
+    return SourceUpdate(str(path), result.objects, result.errors, result.complete)
+
+
+def load_directory(directory: str | Path) -> tuple[list[ConfigObject], list[ConfigError]]:
+    """Offline load (for `waymesh validate`): objects that would be in force, and all problems."""
+    store = ConfigStore()
+    root = Path(directory)
+    if not root.is_dir():
+        return [], [ConfigError(str(root), None, "not a directory")]
+    store.apply_sources([_update(p) for p in scan(root)])
+    return store.all(), store.errors()
+
+
+class _Filter(watchfiles.DefaultFilter):
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self._root = root
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        # Directories pass too: a directory moved in or out carries files with it.
+        rel = Path(path).relative_to(self._root) if path.startswith(str(self._root)) else Path(path)
+        return super().__call__(change, path) and not any(_ignored_name(p) for p in rel.parts)
+
+
+class DirectorySource:
+    """Keeps `store` in step with the YAML files under `directory`.
+
+    `await source.run()` loads everything (one batch, so references across files resolve),
+    then applies each batch of file changes as it arrives. `ready` is set once the initial
+    load is in the store and the watcher is live (no edit after that can be missed).
+    """
+
+    def __init__(self, directory: str | Path, store: ConfigStore) -> None:
+        self.root = Path(directory).resolve()
+        self.store = store
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        # (mtime_ns, size) per loaded file, to skip unchanged files on a rescan.
+        self._stats: dict[str, tuple[int, int]] = {}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def load_initial(self) -> ChangeSet:
+        """Synchronous full load (also what `run` does first)."""
+        return self._rescan()
+
+    async def run(self) -> None:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"config directory {self.root} does not exist")
+        self._apply(await asyncio.to_thread(self._updates_for_rescan))
+        started = False
+        # yield_on_timeout: the first (possibly empty) batch tells us the watcher is running;
+        # a rescan then catches anything edited between the initial load and that moment.
+        async for changes in watchfiles.awatch(
+            self.root,
+            watch_filter=_Filter(self.root),
+            stop_event=self._stop,
+            yield_on_timeout=True,
+            rust_timeout=1000,
+            recursive=True,
+        ):
+            try:
+                if not started:
+                    started = True
+                    self._apply(await asyncio.to_thread(self._updates_for_rescan))
+                    self.ready.set()
+                    log.info("watching %s (%d objects in force)", self.root, len(self.store))
+                if changes:
+                    paths = {Path(p) for _, p in changes}
+                    self._apply(await asyncio.to_thread(self._updates_for, paths))
+            except Exception:  # a bug in handling one batch must not stop the watch
+                log.exception("failed to apply config changes from %s", self.root)
+
+    # --- turning file system state into store updates ----------------------------------------
+
+    def _rescan(self) -> ChangeSet:
+        return self._apply(self._updates_for_rescan())
+
+    def _updates_for_rescan(self) -> list[SourceUpdate]:
+        present = {str(p): p for p in scan(self.root)}
+        gone = [s for s in self._stats if s not in present]
+        for s in gone:
+            del self._stats[s]
+        updates = [SourceUpdate(s) for s in gone]
+        for path in present.values():
+            up = self._load_if_changed(path)
+            if up is not None:
+                updates.append(up)
+        return updates
+
+    def _updates_for(self, paths: set[Path]) -> list[SourceUpdate]:
+        updates: dict[str, SourceUpdate] = {}
+        for path in sorted(paths):
+            if path.is_dir():
+                # A directory appeared (or was moved in): load what it holds.
+                for p in scan(path):
+                    if is_config_file(p, self.root):
+                        up = self._load_if_changed(p, force=True)
+                        if up:
+                            updates[up.source] = up
+                continue
+            name = str(path)
+            if is_config_file(path, self.root) and path.is_file():
+                up = self._load_if_changed(path, force=True)
+                if up:
+                    updates[name] = up
+                continue
+            # Gone (or no longer a config file): drop it and anything that lived under it.
+            prefix = name + os.sep
+            for known in [s for s in self._stats if s == name or s.startswith(prefix)]:
+                self._stats.pop(known, None)
+                updates[known] = SourceUpdate(known)
+        return list(updates.values())
+
+    def _load_if_changed(self, path: Path, force: bool = False) -> SourceUpdate | None:
+        name = str(path)
+        try:
+            st = path.stat()
+            stat = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stat = (0, -1)
+        if not force and self._stats.get(name) == stat:
+            return None
+        self._stats[name] = stat
+        return _update(path)
+
+    def _apply(self, updates: list[SourceUpdate]) -> ChangeSet:
+        if not updates:
+            return ChangeSet()
+        cs = self.store.apply_sources(updates)
+        if cs.changes:
+            log.info("config: %d object(s) changed from %d file(s)", len(cs.changes), len(updates))
+        return cs
