@@ -64,14 +64,14 @@ def _record_lines(node: yaml.Node, path: Path, lines: dict[Path, int], dups: lis
 
 
 @dataclass
-class _Doc:
+class YamlDoc:
     data: Any
     line: int
     lines: LineMap
     duplicate_keys: list[tuple[Path, int]]
 
 
-def _documents(text: str, file: str, errors: list[ConfigError]) -> Iterator[_Doc]:
+def yaml_documents(text: str, file: str, errors: list[ConfigError]) -> Iterator[YamlDoc]:
     loader = _Loader(text)
     try:
         while True:
@@ -94,7 +94,7 @@ def _documents(text: str, file: str, errors: list[ConfigError]) -> Iterator[_Doc
             lines: dict[Path, int] = {(): node.start_mark.line + 1}
             dups: list[tuple[Path, int]] = []
             _record_lines(node, (), lines, dups)
-            yield _Doc(data, node.start_mark.line + 1, LineMap(lines), dups)
+            yield YamlDoc(data, node.start_mark.line + 1, LineMap(lines), dups)
     finally:
         loader.dispose()
 
@@ -307,7 +307,7 @@ def _body(doc: dict, info: KindInfo, errors: list[ConfigError], err: Any, key: C
 def load_text(text: str, file: str) -> LoadResult:
     """Validate every document of a multi-document YAML text."""
     result = LoadResult()
-    for doc in _documents(text, file, result.errors):
+    for doc in yaml_documents(text, file, result.errors):
         if doc.data is None:
             continue  # empty document ("---" followed by nothing)
         if isinstance(doc.data, dict) and doc.data.get("kind") == "List" and doc.data.get("apiVersion") == "v1":
