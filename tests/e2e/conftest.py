@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Mesh, running_mesh
+from waymesh.tools.harness import Mesh, running_mesh
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

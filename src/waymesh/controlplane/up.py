@@ -221,11 +221,11 @@ class LocalRunner:
                 await child.process.wait()
         await asyncio.gather(child.pump, return_exceptions=True)
 
-    async def wait_ready(self, timeout: float = 30.0) -> bool:
+    async def wait_ready(self, within: float = 30.0) -> bool:
         """Wait until every proxy answers ready on its readiness port."""
         import httpx
 
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         async with httpx.AsyncClient(timeout=1.0) as client:
             pending = dict(self.proxies)
             while pending and asyncio.get_running_loop().time() < deadline:

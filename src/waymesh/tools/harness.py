@@ -1,4 +1,4 @@
-"""Real processes for end-to-end tests: control plane, gateway agents (with Envoy), echo backends.
+"""Real processes for end-to-end tests and benchmarks: control plane, gateway agents (with Envoy), echo backends.
 
 Everything binds to loopback on free ports, runs as a child process, and is stopped (and
 killed if it will not stop) when the test ends.

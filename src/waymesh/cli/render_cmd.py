@@ -1,0 +1,51 @@
+"""`waymesh render DIR --proxy NAME`: the Envoy config waymesh would send to a proxy, offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("render")
+    def render(
+        config_dir: Path = typer.Argument(..., help="Directory of YAML config."),
+        proxy: str = typer.Option(
+            ...,
+            "--proxy",
+            help="A Gateway API Gateway name (ns/name or name), or an Istio Gateway name whose selector "
+            "picks the proxy's labels.",
+        ),
+        labels: str = typer.Option("", "--labels", help="Proxy labels k=v,... (instead of a Gateway's selector)."),
+        mesh_config: Path | None = typer.Option(None, "--mesh-config"),
+        credentials_dir: Path | None = typer.Option(None, "--credentials-dir"),
+        output: str = typer.Option("yaml", "--output", "-o", help="yaml or json"),
+        validate: bool = typer.Option(False, "--validate", help="Also run `envoy --mode validate` on it."),
+    ) -> None:
+        """Print the listeners, routes, clusters, endpoints and secrets for one proxy."""
+        from waymesh.controlplane.offline import OfflineMesh, ProxyNotFound
+
+        if credentials_dir is None and (config_dir / "credentials").is_dir():
+            credentials_dir = config_dir / "credentials"
+        try:
+            offline = OfflineMesh.load(config_dir, mesh_config, credentials_dir)
+            proxy_info = offline.proxy_for(proxy, labels)
+        except (ProxyNotFound, FileNotFoundError) as err:
+            typer.secho(f"error: {err}", fg="red", err=True)
+            raise typer.Exit(1) from err
+        config, problems = offline.index.translate(proxy_info)
+        for problem in [*offline.store.errors(), *problems]:
+            typer.secho(f"problem: {problem}", fg="yellow", err=True)
+        typer.echo(offline.render_text(config, output))
+        if validate:
+            from waymesh.generate.validate import validate_with_envoy
+
+            ok, text = validate_with_envoy(config)
+            typer.secho(
+                "envoy --mode validate: OK" if ok else f"envoy --mode validate failed:\n{text}",
+                fg="green" if ok else "red",
+                err=True,
+            )
+            if not ok:
+                raise typer.Exit(1)

@@ -1,0 +1,78 @@
+"""The control plane's view of a directory without serving it: for `render` and tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import any_pb2
+from google.protobuf.json_format import MessageToDict
+
+from waymesh.config.mesh import load_mesh_config
+from waymesh.config.store import ConfigStore
+from waymesh.config.types import GATEWAY_API, ISTIO_NETWORKING
+from waymesh.config.watch import DirectorySource
+from waymesh.model import ir
+from waymesh.model.credentials import CredentialStore
+from waymesh.model.index import MeshIndex
+from waymesh.model.proxy import GATEWAY_NAME_LABEL, ProxyInfo
+
+
+class ProxyNotFound(LookupError):
+    pass
+
+
+@dataclass
+class OfflineMesh:
+    store: ConfigStore
+    index: MeshIndex
+
+    @classmethod
+    def load(cls, config_dir: Path, mesh_config: Path | None = None, credentials_dir: Path | None = None) -> OfflineMesh:
+        if not config_dir.is_dir():
+            raise FileNotFoundError(f"{config_dir} is not a directory")
+        store = ConfigStore()
+        DirectorySource(config_dir, store).load_initial()
+        mesh, _ = load_mesh_config(mesh_config)
+        index = MeshIndex(store, CredentialStore(credentials_dir, store=store), mesh)
+        return cls(store, index)
+
+    def proxy_for(self, name: str, labels: str = "") -> ProxyInfo:
+        namespace, _, short = name.rpartition("/")
+        if labels:
+            pairs = tuple(sorted(tuple(p.split("=", 1)) for p in labels.split(",") if "=" in p))
+            return ProxyInfo(id=f"router~127.0.0.1~{short}.{namespace or 'default'}", kind="router",
+                             name=short, namespace=namespace or "default", labels=pairs)  # type: ignore[arg-type]
+        for obj in self.store.list(GATEWAY_API, "Gateway"):
+            if obj.name == short and (not namespace or obj.namespace == namespace):
+                return ProxyInfo(
+                    id=f"router~127.0.0.1~{obj.name}.{obj.namespace}", kind="router", name=obj.name,
+                    namespace=obj.namespace, labels=((GATEWAY_NAME_LABEL, obj.name),),
+                )  # fmt: skip
+        for obj in self.store.list(ISTIO_NETWORKING, "Gateway"):
+            if obj.name == short and (not namespace or obj.namespace == namespace):
+                selector = dict(getattr(obj.spec, "selector", None) or {})
+                return ProxyInfo(
+                    id=f"router~127.0.0.1~{obj.name}.{obj.namespace}", kind="router", name=obj.name,
+                    namespace=obj.namespace, labels=tuple(sorted(selector.items())),
+                )  # fmt: skip
+        raise ProxyNotFound(f"no Gateway named {name!r} in the config (use --labels for a bare proxy)")
+
+    def render_text(self, config: ir.ProxyConfig, output: str = "yaml") -> str:
+        from waymesh.controlplane.resources import build_resources
+
+        resources = build_resources(self.index, config)
+        data = {
+            type_url.rsplit(".", 1)[-1]: [_to_dict(r.body) for r in by_name.values()]
+            for type_url, by_name in resources.items()
+        }
+        if output == "json":
+            return json.dumps(data, indent=2)
+        import yaml
+
+        return str(yaml.safe_dump(data, sort_keys=False))
+
+
+def _to_dict(body: any_pb2.Any) -> dict[str, object]:
+    return MessageToDict(body, preserving_proto_field_name=True)
