@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "waymesh.cli.inspect_cmd",
     "waymesh.cli.cert_cmd",
     "waymesh.cli.echo_cmd",
+    "waymesh.cli.validate_cmd",
 ]
 
 

@@ -96,7 +96,9 @@ def _same(a: ConfigObject, b: ConfigObject) -> bool:
 class ConfigStore:
     """Objects in force, keyed by `ConfigKey`; implements `StoreView`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, log_errors: bool = True) -> None:
+        # Offline use (`waymesh validate`) prints errors itself and turns logging off.
+        self._log_errors = log_errors
         self._in_force: dict[ConfigKey, ConfigObject] = {}
         self._in_force_source: dict[ConfigKey, str] = {}
         self._by_kind: dict[tuple[str, str], dict[ConfigKey, ConfigObject]] = {}
@@ -370,7 +372,7 @@ class ConfigStore:
             cs.changes.append((key, old, new))
         for key in cs.rejected:
             kept = self._in_force.get(key)
-            if kept is not None:
+            if kept is not None and self._log_errors:
                 log.warning("new version of %s rejected; last good version (generation %d) stays in force", key, kept.generation)
         self._report_errors(cs)
         if cs.changes:
@@ -386,5 +388,6 @@ class ConfigStore:
         current = set(self.errors())
         for err in sorted(current - self._known_errors, key=lambda e: (e.file, e.line or 0)):
             cs.new_errors.append(err)
-            (log.warning if err.severity == "error" else log.info)("%s", err)
+            if self._log_errors:
+                (log.warning if err.severity == "error" else log.info)("%s", err)
         self._known_errors = current

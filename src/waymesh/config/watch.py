@@ -52,7 +52,7 @@ def _update(path: Path) -> SourceUpdate:
 
 def load_directory(directory: str | Path) -> tuple[list[ConfigObject], list[ConfigError]]:
     """Offline load (for `waymesh validate`): objects that would be in force, and all problems."""
-    store = ConfigStore()
+    store = ConfigStore(log_errors=False)
     root = Path(directory)
     if not root.is_dir():
         return [], [ConfigError(str(root), None, "not a directory")]
