@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "waymesh.cli.cert_cmd",
     "waymesh.cli.echo_cmd",
     "waymesh.cli.validate_cmd",
+    "waymesh.cli.proxy_cmd",
 ]
 
 
