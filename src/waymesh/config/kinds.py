@@ -52,6 +52,7 @@ MODEL_MODULES = [
     "waymesh.model.api.core",
     "waymesh.model.api.waymesh",
     "waymesh.model.api.gateway_api",
+    "waymesh.model.api.istio_networking",
 ]
 
 
