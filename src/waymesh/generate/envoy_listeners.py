@@ -1,0 +1,228 @@
+"""ir.Listener -> Envoy LDS Listener, laid out like an Istio gateway.
+
+One listener per (address, port); one filter chain per SNI set, most specific first (Envoy picks
+the most specific match anyway, the order is for readers). HTTP chains use RDS over ADS; TLS
+certificates come from SDS over ADS.
+"""
+
+from __future__ import annotations
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2, substitution_format_string_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from google.protobuf import wrappers_pb2
+
+from waymesh.model import ir
+
+from .envoy_common import (
+    GenerateError,
+    ads_config_source,
+    duration,
+    san_matchers,
+    sds_secret,
+    tls_params,
+    typed,
+)
+from .envoy_routes import CORS_FILTER, FAULT_FILTER, ROUTER_FILTER
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+SERVER_NAME = "waymesh"
+
+# Istio's default text access log format, so log parsers written for Istio keep working.
+ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
+    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
+    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% '
+    "%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% "
+    "%REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
+)
+
+_CODECS = {
+    "auto": hcm_pb2.HttpConnectionManager.AUTO,
+    "http1": hcm_pb2.HttpConnectionManager.HTTP1,
+    "http2": hcm_pb2.HttpConnectionManager.HTTP2,
+}
+
+
+def access_logs(path: str | None) -> list[accesslog_pb2.AccessLog]:
+    if not path:
+        return []
+    fmt = substitution_format_string_pb2.SubstitutionFormatString(
+        text_format_source=base_pb2.DataSource(inline_string=ACCESS_LOG_FORMAT)
+    )
+    return [
+        accesslog_pb2.AccessLog(
+            name="envoy.access_loggers.file",
+            typed_config=typed(file_pb2.FileAccessLog(path=path, log_format=fmt)),
+        )
+    ]
+
+
+# The fault and CORS filters are always in the chain: without per-route config they do nothing,
+# and keeping them fixed means a route change never changes (and drains) the listener.
+_HTTP_FILTERS = (
+    hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=typed(fault_pb2.HTTPFault())),
+    hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=typed(cors_pb2.Cors())),
+    hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router())),
+)
+
+
+def http_connection_manager(
+    chain: ir.HttpFilterChain, stat_prefix: str, access_log_path: str | None
+) -> hcm_pb2.HttpConnectionManager:
+    try:
+        codec = _CODECS[chain.codec]
+    except KeyError:
+        raise GenerateError(f"unknown codec {chain.codec!r}; use one of {sorted(_CODECS)}") from None
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=chain.stat_prefix or stat_prefix,
+        codec_type=codec,
+        rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=chain.route_table),
+        http_filters=_HTTP_FILTERS,
+        access_log=access_logs(access_log_path),
+        server_name=SERVER_NAME,
+        merge_slashes=False,
+        path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
+        stream_idle_timeout=duration(300),
+        upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
+    )
+    # An edge proxy: the peer address is the client, and it starts request ids.
+    hcm.use_remote_address.value = True
+    hcm.generate_request_id.value = True
+    hcm.normalize_path.value = True
+    if codec != hcm_pb2.HttpConnectionManager.HTTP1:
+        # Envoy's edge-proxy recommendations; allow_connect lets websockets run over HTTP/2.
+        hcm.http2_protocol_options.CopyFrom(
+            protocol_pb2.Http2ProtocolOptions(
+                max_concurrent_streams=wrappers_pb2.UInt32Value(value=100),
+                initial_stream_window_size=wrappers_pb2.UInt32Value(value=65536),
+                initial_connection_window_size=wrappers_pb2.UInt32Value(value=1048576),
+                allow_connect=True,
+            )
+        )
+    return hcm
+
+
+def tcp_proxy(
+    chain: ir.TcpFilterChain, stat_prefix: str, access_log_path: str | None
+) -> tcp_proxy_pb2.TcpProxy:
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=chain.stat_prefix or stat_prefix,
+                                access_log=access_logs(access_log_path))
+    backends = [wc for wc in chain.clusters if wc.weight > 0]
+    if not backends:
+        raise GenerateError(f"TCP chain {stat_prefix!r} has no backend with weight > 0")
+    if len(backends) == 1:
+        tp.cluster = backends[0].cluster
+    else:
+        for wc in backends:
+            tp.weighted_clusters.clusters.add(name=wc.cluster, weight=wc.weight)
+    if chain.idle_timeout is not None:
+        tp.idle_timeout.CopyFrom(duration(chain.idle_timeout))
+    return tp
+
+
+def downstream_tls(tls: ir.ServerTLS, alpn: tuple[str, ...]) -> tls_pb2.DownstreamTlsContext:
+    ctx = tls_pb2.DownstreamTlsContext()
+    common = ctx.common_tls_context
+    common.tls_certificate_sds_secret_configs.append(sds_secret(tls.certificate))
+    common.alpn_protocols.extend(alpn)
+    params = tls_params(tls.min_version, tls.max_version, tls.cipher_suites)
+    if params is not None:
+        common.tls_params.CopyFrom(params)
+    if tls.mode in (ir.TLSMode.MUTUAL, ir.TLSMode.OPTIONAL_MUTUAL):
+        if not tls.validation:
+            raise GenerateError(f"{tls.mode.value} TLS needs a validation secret (CA bundle)")
+        combined = common.combined_validation_context
+        combined.default_validation_context.match_typed_subject_alt_names.extend(
+            san_matchers(tls.subject_alt_names)
+        )
+        combined.validation_context_sds_secret_config.CopyFrom(sds_secret(tls.validation))
+        ctx.require_client_certificate.value = tls.mode is ir.TLSMode.MUTUAL
+    return ctx
+
+
+def _server_alpn(chain: ir.FilterChain) -> tuple[str, ...]:
+    if isinstance(chain, ir.TcpFilterChain):
+        # The proxy does not speak the application protocol: advertising one would be a lie
+        # the client and backend then disagree about.
+        return ()
+    alpn = chain.tls.alpn if chain.tls else ()
+    if chain.codec == "http1":
+        return tuple(p for p in alpn if p != "h2")
+    if chain.codec == "http2":
+        return tuple(p for p in alpn if p != "http/1.1")
+    return alpn
+
+
+def _sni_rank(chain: ir.FilterChain) -> int:
+    names = chain.server_names
+    if not names:
+        return 2
+    return 0 if any(not n.startswith("*") for n in names) else 1
+
+
+def _chain_name(chain: ir.FilterChain, taken: set[str]) -> str:
+    base = ",".join(chain.server_names) or "default"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}#{n}"
+    taken.add(name)
+    return name
+
+
+def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
+    out = listener_pb2.Listener(
+        name=listener.name,
+        address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(address=listener.address, port_value=listener.port)
+        ),
+    )
+    # A plaintext chain next to TLS chains needs the transport protocol to tell them apart.
+    has_tls = any(c.tls is not None or c.server_names for c in listener.filter_chains)
+    has_plain = any(c.tls is None and not c.server_names for c in listener.filter_chains)
+    split_transport = has_tls and has_plain
+    needs_inspector = split_transport or any(c.server_names for c in listener.filter_chains)
+
+    taken: set[str] = set()
+    for chain in sorted(listener.filter_chains, key=_sni_rank):
+        fc = out.filter_chains.add(name=_chain_name(chain, taken))
+        fc.filter_chain_match.server_names.extend(chain.server_names)
+        is_tls = chain.tls is not None or bool(chain.server_names)
+        if split_transport:
+            fc.filter_chain_match.transport_protocol = "tls" if is_tls else "raw_buffer"
+        if chain.tls is not None:
+            fc.transport_socket.name = TLS_TRANSPORT_SOCKET
+            fc.transport_socket.typed_config.CopyFrom(
+                typed(downstream_tls(chain.tls, _server_alpn(chain)))
+            )
+        if isinstance(chain, ir.HttpFilterChain):
+            cfg = typed(http_connection_manager(chain, listener.name, listener.access_log_path))
+            fc.filters.add(name=HCM_FILTER, typed_config=cfg)
+        elif isinstance(chain, ir.TcpFilterChain):
+            cfg = typed(tcp_proxy(chain, listener.name, listener.access_log_path))
+            fc.filters.add(name=TCP_PROXY_FILTER, typed_config=cfg)
+        else:
+            raise GenerateError(f"unknown filter chain {type(chain).__name__}")
+    if needs_inspector:
+        out.listener_filters.append(
+            listener_components_pb2.ListenerFilter(
+                name=TLS_INSPECTOR, typed_config=typed(tls_inspector_pb2.TlsInspector())
+            )
+        )
+    return out

@@ -1,0 +1,218 @@
+"""ProxyConfig -> xDS resources, memoized per IR object ("do less work").
+
+IR objects are frozen and hashable, so each generated resource is cached under the object it
+came from: two proxies that receive the same Cluster share one serialized Any, and an unchanged
+RouteTable is neither rebuilt nor re-serialized. Lookups go by identity first (no hashing of
+deep objects), then by value (equal objects built separately by a translator).
+
+Route tables are cached at three levels (table, virtual host, route) and assembled from
+serialized pieces: a repeated message field on the wire is just its elements' bytes, each with a
+tag and length. So one changed route in a 10k-route table costs that route, not the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Hashable
+from typing import Any as TypingAny
+from typing import NamedTuple
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from waymesh.model import ir
+
+from . import type_urls
+from .envoy_clusters import build_cluster, build_load_assignment
+from .envoy_common import GenerateError
+from .envoy_listeners import build_listener
+from .envoy_routes import (
+    HashKeysByCluster,
+    build_routes,
+    domain_has_port,
+    max_body_size,
+    route_configuration_header,
+    route_hash_keys,
+    virtual_host_header,
+)
+from .envoy_secrets import build_secret
+
+# Field numbers used when assembling route tables from serialized pieces.
+_ROUTE_CONFIGURATION_VIRTUAL_HOSTS = 2
+_VIRTUAL_HOST_ROUTES = 3
+
+
+class Resource(NamedTuple):
+    version: str  # derived from the serialized bytes
+    resource: any_pb2.Any
+
+
+Resources = dict[str, dict[str, Resource]]
+
+
+def version_of(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited field (wire type 2): tag, length, bytes."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+class _Entry:
+    __slots__ = ("value", "used")
+
+    def __init__(self, value: TypingAny, used: int) -> None:
+        self.value = value
+        self.used = used
+
+
+class _Memo:
+    """Values keyed by (IR object, extra key), evicted least-recently-used in halves."""
+
+    def __init__(self) -> None:
+        # The identity map holds the object itself, so its id cannot be reused while cached.
+        self._by_id: dict[tuple[int, Hashable], tuple[object, _Entry]] = {}
+        self._by_value: dict[tuple[Hashable, Hashable], _Entry] = {}
+        self.tick = 0
+        self.misses = 0
+
+    def get(self, obj: Hashable, extra: Hashable, make: Callable[[], TypingAny]) -> TypingAny:
+        id_key = (id(obj), extra)
+        hit = self._by_id.get(id_key)
+        if hit is not None and hit[0] is obj:
+            entry = hit[1]
+        else:
+            value_key = (obj, extra)
+            entry = self._by_value.get(value_key)
+            if entry is None:
+                self.misses += 1
+                entry = self._by_value[value_key] = _Entry(make(), self.tick)
+            self._by_id[id_key] = (obj, entry)
+        entry.used = self.tick
+        return entry.value
+
+    def __len__(self) -> int:
+        return len(self._by_value)
+
+    def sweep(self, max_entries: int) -> None:
+        if len(self._by_value) <= max_entries and len(self._by_id) <= 2 * max_entries:
+            return
+        ticks = sorted(e.used for e in self._by_value.values())
+        cutoff = ticks[len(ticks) // 2] if ticks else 0
+        if len(self._by_value) > max_entries:
+            self._by_value = {k: e for k, e in self._by_value.items() if e.used >= cutoff}
+        self._by_id = {k: v for k, v in self._by_id.items() if v[1].used >= cutoff}
+
+
+def _resource(message: Message) -> Resource:
+    data = message.SerializeToString(deterministic=True)
+    return Resource(version_of(data), any_pb2.Any(type_url=type_urls.type_url(message), value=data))
+
+
+class ResourceBuilder:
+    """Builds all xDS resources of a ProxyConfig; share one builder between proxies."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._listeners = _Memo()
+        self._tables = _Memo()
+        self._vhosts = _Memo()
+        self._routes = _Memo()
+        self._clusters = _Memo()
+        self._endpoints = _Memo()
+        self._secrets = _Memo()
+        self._memos = (self._listeners, self._tables, self._vhosts, self._routes,
+                       self._clusters, self._endpoints, self._secrets)
+
+    def build(self, config: ir.ProxyConfig) -> Resources:
+        """{type_url: {resource name: Resource(version, Any)}} for LDS, RDS, CDS, EDS and SDS."""
+        for memo in self._memos:
+            memo.tick += 1
+        out: Resources = {t: {} for t in type_urls.PUSH_ORDER}
+
+        # Route tables depend on the hash keys of the clusters they target (Envoy keeps hash
+        # policies on the route); the signature is small since few clusters hash.
+        hash_sig = tuple((c.name, c.hash_keys) for c in config.clusters if c.hash_keys)
+        keys_by_cluster: HashKeysByCluster = dict(hash_sig)
+
+        for lst in config.listeners:
+            self._put(out, type_urls.LISTENER, lst.name,
+                      self._listeners.get(lst, (), lambda o=lst: _resource(build_listener(o))))
+        for table in config.route_tables:
+            self._put(out, type_urls.ROUTE, table.name, self._tables.get(
+                table, hash_sig, lambda t=table: self._route_table(t, hash_sig, keys_by_cluster)))
+        for c in config.clusters:
+            self._put(out, type_urls.CLUSTER, c.name,
+                      self._clusters.get(c, (), lambda o=c: _resource(build_cluster(o))))
+            if c.discovery is ir.Discovery.EDS:
+                self._put(out, type_urls.ENDPOINT, c.name, self._endpoints.get(
+                    c, (), lambda o=c: _resource(build_load_assignment(o))))
+        for s in config.secrets:
+            self._put(out, type_urls.SECRET, s.name,
+                      self._secrets.get(s, (), lambda o=s: _resource(build_secret(o))))
+
+        for memo in self._memos:
+            memo.sweep(self.max_entries)
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """Cache sizes and misses, for tests and debug output."""
+        names = ("listeners", "route_tables", "virtual_hosts", "routes", "clusters", "endpoints", "secrets")
+        out: dict[str, int] = {}
+        for name, memo in zip(names, self._memos, strict=True):
+            out[f"{name}_cached"] = len(memo)
+            out[f"{name}_built"] = memo.misses
+        return out
+
+    @staticmethod
+    def _put(out: Resources, type_url: str, name: str, res: Resource) -> None:
+        have = out[type_url].get(name)
+        if have is not None and have.version != res.version:
+            raise GenerateError(f"two different resources named {name!r} ({type_url.rsplit('.', 1)[-1]})")
+        out[type_url][name] = res
+
+    # --- route tables from cached pieces ---------------------------------------------------
+
+    def _route_table(self, table: ir.RouteTable, hash_sig: Hashable,
+                     keys_by_cluster: HashKeysByCluster) -> Resource:
+        pieces = [self._vhosts.get(vh, hash_sig, lambda v=vh: self._virtual_host(v, keys_by_cluster))
+                  for vh in table.virtual_hosts]
+        header = route_configuration_header(
+            table,
+            max_body=max((p[1] for p in pieces), default=0),
+            any_domain_port=any(p[2] for p in pieces),
+        )
+        data = header.SerializeToString(deterministic=True) + b"".join(p[0] for p in pieces)
+        return Resource(version_of(data), any_pb2.Any(type_url=type_urls.ROUTE, value=data))
+
+    def _virtual_host(self, vh: ir.VirtualHost,
+                      keys_by_cluster: HashKeysByCluster) -> tuple[bytes, int, bool]:
+        """(framed VirtualHost bytes, largest direct-response body, whether a domain has a port)."""
+        routes = b"".join(self._route(r, route_hash_keys(r, keys_by_cluster)) for r in vh.routes)
+        data = virtual_host_header(vh).SerializeToString(deterministic=True) + routes
+        return (
+            _field(_ROUTE_CONFIGURATION_VIRTUAL_HOSTS, data),
+            max((max_body_size(r) for r in vh.routes), default=0),
+            any(domain_has_port(d) for d in vh.domains),
+        )
+
+    def _route(self, route: ir.Route, hash_keys: tuple[ir.HashKey, ...]) -> bytes:
+        return self._routes.get(route, hash_keys, lambda: b"".join(
+            _field(_VIRTUAL_HOST_ROUTES, r.SerializeToString(deterministic=True))
+            for r in build_routes(route, hash_keys)))
+
+
+def decode(type_url: str, res: Resource | any_pb2.Any) -> Message:
+    """The message behind a built resource (for tests, validation and debug output)."""
+    packed = res.resource if isinstance(res, Resource) else res
+    return type_urls.MESSAGE_CLASS[type_url].FromString(packed.value)
