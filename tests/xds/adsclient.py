@@ -91,6 +91,8 @@ class AdsClient:
         self.types: dict[str, _Type] = {}
         self.received: list[Received] = []
         self.sent: list[Any] = []
+        # (what, type_url, nonce) in the order they happened: "recv", "ack", "nack", "request".
+        self.events: list[tuple[str, str, str]] = []
         self._changed = asyncio.Condition()
         self._held_cds: tuple[str, set[str]] | None = None  # (nonce, endpoints still awaited)
         self.error: BaseException | None = None
@@ -171,6 +173,14 @@ class AdsClient:
     def received_of(self, type_url: str) -> list[Received]:
         return [r for r in self.received if r.type_url == type_url]
 
+    def index(self, what: str, type_url: str, pred: Callable[[Received], bool] | None = None) -> int:
+        """Position in `events` of the first matching event (for "recv": matching `pred`)."""
+        by_nonce = {r.nonce + r.type_url: r for r in self.received}
+        for i, (w, t, nonce) in enumerate(self.events):
+            if w == what and t == type_url and (pred is None or pred(by_nonce[nonce + t])):
+                return i
+        raise LookupError(f"no {what} {type_url}")
+
     async def wait_for(self, predicate: Callable[[AdsClient], bool], within: float = 5.0) -> None:
         async with asyncio.timeout(within):
             async with self._changed:
@@ -196,6 +206,8 @@ class AdsClient:
             req.node.CopyFrom(self.node)
             self._first = False
         self.sent.append(req)
+        kind = "nack" if req.HasField("error_detail") else "ack" if req.response_nonce else "request"
+        self.events.append((kind, req.type_url, req.response_nonce))
         await self._call.write(req)
 
     async def _send_sotw(self, type_url: str, error: str | None = None) -> None:
@@ -239,6 +251,7 @@ class AdsClient:
             rec = Received(resp.type_url, resp.nonce, resp.version_info, names, [], now)
         rec.nacked = error is not None
         self.received.append(rec)
+        self.events.append(("recv", resp.type_url, resp.nonce))
         t.nonce = resp.nonce
         if error is not None:
             if self.delta:

@@ -7,7 +7,8 @@ write, in make-before-break order:
   A. CDS, EDS, SDS additions and changes (nothing here depends on a cluster);
   B. once the proxy has answered the last CDS push: LDS, SRDS, RDS, ... (Envoy holds the CDS ACK
      until the changed clusters have warmed, so EDS must never wait behind it);
-  C. once LDS/CDS are answered: removals of routes, secrets, endpoints and clusters.
+  C. removals, each type once the types that may reference it are sent and answered: listeners,
+     then routes, then clusters and secrets, then endpoints.
 
 Anything that cannot go yet stays dirty and is looked at again on the next round, so queued
 changes coalesce and each round sends the latest state.
@@ -25,7 +26,15 @@ from envoy.service.discovery.v3 import discovery_pb2
 from . import deps
 from .cache import Changes, Resource, Snapshot
 from .status import Nack, TypeStatus
-from .types import BEFORE_CDS_ACK, CLUSTER, ENDPOINT, LISTENER, NAMED_ONLY_TYPES, build_rank
+from .types import (
+    BEFORE_CDS_ACK,
+    CLUSTER,
+    ENDPOINT,
+    NAMED_ONLY_TYPES,
+    REFERENCED_BY,
+    build_rank,
+    removal_rank,
+)
 
 _EMPTY: Mapping[str, Resource] = {}
 
@@ -117,19 +126,25 @@ class XdsStream:
         order = sorted((t for t, st in self.types.items() if st.started), key=build_rank)
         for t in order:
             if t in BEFORE_CDS_ACK:
-                self._emit(self.types[t], snapshot, False, out)
+                self._emit(self.types[t], snapshot, self._may_remove(t), out)
         if self.awaiting_ack(CLUSTER):
             return out
         for t in order:
             if t not in BEFORE_CDS_ACK:
-                # Listeners (and other wildcard types) may drop entries now: their replacements'
-                # clusters are in place. Named-only types (routes) wait for phase C.
-                self._emit(self.types[t], snapshot, t not in NAMED_ONLY_TYPES, out)
-        if self.awaiting_ack(LISTENER):
-            return out
-        for t in reversed(order):
-            self._emit(self.types[t], snapshot, True, out)
+                self._emit(self.types[t], snapshot, self._may_remove(t), out)
+        # Removals held back above go once whatever referenced them has been replaced.
+        for t in sorted(order, key=removal_rank):
+            if self.types[t].pending():
+                self._emit(self.types[t], snapshot, self._may_remove(t), out)
         return out
+
+    def _may_remove(self, type_url: str) -> bool:
+        """A resource may go once every type that can reference it is sent and answered."""
+        for ref in REFERENCED_BY.get(type_url, ()):
+            st = self.types.get(ref)
+            if st is not None and st.started and (st.pending() or self.awaiting_ack(ref)):
+                return False
+        return True
 
     def awaiting_ack(self, type_url: str) -> bool:
         st = self.types.get(type_url)

@@ -23,6 +23,17 @@ BUILD_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, SECRET, LISTENER, SCOPED_ROUT
 # Types sent before the proxy has acknowledged the clusters (they never depend on clusters).
 BEFORE_CDS_ACK = frozenset({CLUSTER, ENDPOINT, SECRET})
 
+# Which types may name a resource of a given type (for break-after-make removals).
+REFERENCED_BY: dict[str, frozenset[str]] = {
+    CLUSTER: frozenset({LISTENER, ROUTE, SCOPED_ROUTE, VIRTUAL_HOST}),
+    ENDPOINT: frozenset({CLUSTER}),
+    SECRET: frozenset({LISTENER, CLUSTER}),
+    ROUTE: frozenset({LISTENER, SCOPED_ROUTE}),
+    SCOPED_ROUTE: frozenset({LISTENER}),
+    VIRTUAL_HOST: frozenset({ROUTE}),
+}
+REMOVAL_ORDER: tuple[str, ...] = (LISTENER, SCOPED_ROUTE, ROUTE, VIRTUAL_HOST, CLUSTER, SECRET, ENDPOINT)
+
 _SHORT = {
     CLUSTER: "cds",
     ENDPOINT: "eds",
@@ -46,3 +57,11 @@ def build_rank(type_url: str) -> int:
         return BUILD_ORDER.index(type_url)
     except ValueError:
         return len(BUILD_ORDER)
+
+
+def removal_rank(type_url: str) -> int:
+    """Position in REMOVAL_ORDER; unknown types (referenced by nothing known) go first."""
+    try:
+        return REMOVAL_ORDER.index(type_url) + 1
+    except ValueError:
+        return 0
