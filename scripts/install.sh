@@ -10,7 +10,7 @@ want_test=0
 
 # Debian packages: iproute2/iptables for the lab, curl for the examples; the test run also needs
 # chromium (the approvals chord diagram is checked in a real browser) and wrk (load in e2e tests).
-debs=(curl iproute2 iptables ca-certificates)
+debs=(curl git iproute2 iptables ca-certificates)
 if [ "$want_test" = 1 ]; then
   debs+=(chromium wrk)
 fi

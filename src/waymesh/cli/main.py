@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "waymesh.cli.echo_cmd",
     "waymesh.cli.validate_cmd",
     "waymesh.cli.proxy_cmd",
+    "waymesh.tools.approvals.cli",
 ]
 
 
