@@ -15,10 +15,10 @@ from waymesh.model import ir
 
 from .envoy_common import (
     GenerateError,
+    add_validation,
     ads_config_source,
     duration,
     metadata,
-    san_matchers,
     sds_secret,
     typed,
 )
@@ -58,8 +58,8 @@ def _locality(name: str) -> base_pb2.Locality:
 
 
 def build_load_assignment(c: ir.Cluster) -> endpoint_pb2.ClusterLoadAssignment:
-    """Endpoints grouped by locality. Every locality carries a weight (the sum of its endpoints'
-    weights): proxyless gRPC ignores localities without one."""
+    """Endpoints grouped by locality. Every locality carries a weight (the sum of its healthy
+    endpoints' weights): proxyless gRPC ignores localities without one."""
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=c.name)
     groups: dict[str, endpoint_components_pb2.LocalityLbEndpoints] = {}
     for ep in c.endpoints:
@@ -78,7 +78,11 @@ def build_load_assignment(c: ir.Cluster) -> endpoint_pb2.ClusterLoadAssignment:
         lb.load_balancing_weight.value = ep.weight
         if ep.labels:
             lb.metadata.CopyFrom(metadata("waymesh", dict(ep.labels)))
-        group.load_balancing_weight.value += ep.weight
+        if ep.healthy:
+            group.load_balancing_weight.value += ep.weight
+    for group in groups.values():
+        # Must be >= 1; a locality of only unhealthy endpoints keeps the minimum.
+        group.load_balancing_weight.value = max(group.load_balancing_weight.value, 1)
     return cla
 
 
@@ -146,11 +150,7 @@ def upstream_tls(c: ir.Cluster, protocol: str) -> tls_pb2.UpstreamTlsContext:
         common.tls_certificate_sds_secret_configs.append(sds_secret(tls.certificate))
     # Without a validation context Envoy accepts any server certificate.
     if tls.validation and not tls.insecure_skip_verify:
-        combined = common.combined_validation_context
-        combined.default_validation_context.match_typed_subject_alt_names.extend(
-            san_matchers(tls.subject_alt_names)
-        )
-        combined.validation_context_sds_secret_config.CopyFrom(sds_secret(tls.validation))
+        add_validation(common, tls.validation, tls.subject_alt_names)
     return ctx
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
@@ -120,6 +120,17 @@ def _san_type(name: str) -> int:
     if "@" in name:
         return san.EMAIL
     return san.DNS
+
+
+def add_validation(common: tls_pb2.CommonTlsContext, ca_secret: str, sans: tuple[str, ...]) -> None:
+    """Verify the peer's certificate against an SDS CA bundle (and its SANs, if any are given)."""
+    if sans:
+        # The combined context is how SAN checks join a CA that comes over SDS.
+        combined = common.combined_validation_context
+        combined.default_validation_context.match_typed_subject_alt_names.extend(san_matchers(sans))
+        combined.validation_context_sds_secret_config.CopyFrom(sds_secret(ca_secret))
+    else:
+        common.validation_context_sds_secret_config.CopyFrom(sds_secret(ca_secret))
 
 
 _TLS_VERSIONS = {

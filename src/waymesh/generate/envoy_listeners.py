@@ -26,9 +26,9 @@ from waymesh.model import ir
 
 from .envoy_common import (
     GenerateError,
+    add_validation,
     ads_config_source,
     duration,
-    san_matchers,
     sds_secret,
     tls_params,
     typed,
@@ -147,11 +147,7 @@ def downstream_tls(tls: ir.ServerTLS, alpn: tuple[str, ...]) -> tls_pb2.Downstre
     if tls.mode in (ir.TLSMode.MUTUAL, ir.TLSMode.OPTIONAL_MUTUAL):
         if not tls.validation:
             raise GenerateError(f"{tls.mode.value} TLS needs a validation secret (CA bundle)")
-        combined = common.combined_validation_context
-        combined.default_validation_context.match_typed_subject_alt_names.extend(
-            san_matchers(tls.subject_alt_names)
-        )
-        combined.validation_context_sds_secret_config.CopyFrom(sds_secret(tls.validation))
+        add_validation(common, tls.validation, tls.subject_alt_names)
         ctx.require_client_certificate.value = tls.mode is ir.TLSMode.MUTUAL
     return ctx
 
@@ -202,7 +198,8 @@ def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
     taken: set[str] = set()
     for chain in sorted(listener.filter_chains, key=_sni_rank):
         fc = out.filter_chains.add(name=_chain_name(chain, taken))
-        fc.filter_chain_match.server_names.extend(chain.server_names)
+        if chain.server_names:
+            fc.filter_chain_match.server_names.extend(chain.server_names)
         is_tls = chain.tls is not None or bool(chain.server_names)
         if split_transport:
             fc.filter_chain_match.transport_protocol = "tls" if is_tls else "raw_buffer"

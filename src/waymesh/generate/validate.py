@@ -36,7 +36,9 @@ def _strip_sds(common: tls_pb2.CommonTlsContext) -> None:
     # Static secrets are found by name; an sds_config would make Envoy ask a server.
     for sc in common.tls_certificate_sds_secret_configs:
         sc.ClearField("sds_config")
-    common.validation_context_sds_secret_config.ClearField("sds_config")
+    # HasField first: touching an unset sub-message would set it (empty, and invalid).
+    if common.HasField("validation_context_sds_secret_config"):
+        common.validation_context_sds_secret_config.ClearField("sds_config")
     if common.HasField("combined_validation_context"):
         common.combined_validation_context.validation_context_sds_secret_config.ClearField("sds_config")
 
