@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from envoy.service.discovery.v3 import discovery_pb2
 
 from tests.xds import resources as r
@@ -39,6 +42,7 @@ async def test_subscribe_unsubscribe_removed(plane) -> None:
         await c.wait_for(lambda c: len(c.received) == 2)
         assert c.received[1].names == ["r2"]  # only the new one
         await c.unsubscribe(ROUTE, ["r1"])
+        await _until(lambda: plane.server.status()[0].types[ROUTE].subscribed == 2)  # r2 and missing
         plane.cache.update_node("n", {ROUTE: {"r1": r.route("r1", "changed")}})
         await c.quiet(0.2)
         assert len(c.received) == 2  # no longer subscribed: not sent
@@ -94,3 +98,11 @@ async def test_changed_cluster_resends_its_endpoints(plane) -> None:
         await c.wait_for(lambda c: len(c.received_of(ENDPOINT)) == n_eds + 1)
         await c.quiet(0.1)
         assert plane.server.status()[0].types[CLUSTER].in_sync
+
+
+async def _until(cond: Callable[[], bool], within: float = 2.0) -> None:
+    for _ in range(int(within / 0.005)):
+        if cond():
+            return
+        await asyncio.sleep(0.005)
+    raise TimeoutError("condition not met")

@@ -234,6 +234,9 @@ class SotwStream(XdsStream):
                 if req.HasField("error_detail"):
                     kind = "nack"
                     self._nack(st, st.status.sent_version or "", req.error_detail.message)
+                    if req.version_info:
+                        # A NACK names the version the proxy still runs (its ACK may have been stale).
+                        st.status.acked_version = req.version_info
                 else:
                     kind = "ack"
                     self._ack(st, req.version_info)
