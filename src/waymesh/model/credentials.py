@@ -194,6 +194,11 @@ class CredentialStore:
             if name.endswith(CA_SUFFIX):
                 base = name[: -len(CA_SUFFIX)]
                 _, ca, err = self.secrets_for(base, namespace)
+                if ca is None:
+                    # Istio also reads the CA from a separate credential named "<name>-cacert".
+                    _, ca, _ = self.secrets_for(name, namespace)
+                    if ca is not None:
+                        ca = ir.Secret(name=sds_name, trusted_ca=ca.trusted_ca)
                 if ca is not None:
                     return ca, None
                 return None, err or f"credential {base!r} holds no ca.crt"

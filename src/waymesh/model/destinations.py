@@ -52,19 +52,19 @@ def resolve_cluster(ctx: TranslateContext, host: str, port: int, subset: str | N
     """Like build_cluster, with the reason when there is no cluster."""
     svc = ctx.registry.service(host)
     if svc is None:
-        return None, f"no service {host!r} in the registry (ServiceEntry or Service)"
+        return None, f"no service {host} in the registry (ServiceEntry or Service)"
     if not visible(svc.export_to, svc.namespace, from_namespace):
-        return None, f"service {host!r} is not exported to namespace {from_namespace!r}"
+        return None, f"service {host} is not exported to namespace {from_namespace!r}"
     sport = svc.port(port)
     if sport is None:
         known = ", ".join(str(p.number) for p in svc.ports) or "none"
-        return None, f"service {host!r} has no port {port} (ports: {known})"
+        return None, f"service {host} has no port {port} (ports: {known})"
     dr = destination_rule_for(ctx, svc, from_namespace)
     subset_obj = None
     if subset:
         subset_obj = dr.subset(subset) if dr else None
         if subset_obj is None:
-            return None, f"no DestinationRule defines subset {subset!r} for host {host!r}"
+            return None, f"no DestinationRule defines subset {subset!r} for host {host}"
     policy = _effective_policy(dr, port, subset)
     return _cluster(ctx, svc, port, sport.protocol, subset, subset_obj, policy, dr, from_namespace), None
 

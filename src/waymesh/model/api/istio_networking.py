@@ -968,3 +968,6 @@ for _kind, _model in (
     ("WorkloadEntry", WorkloadEntrySpec),
 ):
     register_kind(KindInfo(group=ISTIO_NETWORKING, kind=_kind, model=_model, versions=VERSIONS))
+
+# Reference checks need the kinds registered first.
+import waymesh.model.istio_refs  # noqa: E402,F401
