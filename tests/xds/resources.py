@@ -10,7 +10,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2
 
 from waymesh.xds.cache import Resource
 
@@ -22,7 +22,8 @@ def _any(msg: object) -> any_pb2.Any:
 
 
 def cluster(name: str, *, eds: bool = True, timeout_ms: int = 1000) -> Resource:
-    c = cluster_pb2.Cluster(name=name, connect_timeout=duration_pb2.Duration(nanos=timeout_ms * 1_000_000))
+    c = cluster_pb2.Cluster(name=name)
+    c.connect_timeout.FromMilliseconds(timeout_ms)
     if eds:
         c.type = cluster_pb2.Cluster.EDS
         c.eds_cluster_config.eds_config.ads.SetInParent()
