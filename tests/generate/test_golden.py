@@ -55,6 +55,21 @@ def _shorten_pem(value: object) -> object:
     return value
 
 
+# Proto maps (and Structs) come out of MessageToDict in no fixed order.
+_MAPS = {"typed_per_filter_config", "typed_extension_protocol_options"}
+_STRUCTS = {"filter_metadata"}
+
+
+def _sort_maps(value: object, deep: bool = False) -> object:
+    if isinstance(value, list):
+        return [_sort_maps(v, deep) for v in value]
+    if not isinstance(value, dict):
+        return value
+    items = sorted(value.items()) if deep else value.items()
+    return {k: _sort_maps(v, deep or k in _STRUCTS) if not (k in _MAPS and isinstance(v, dict))
+            else {mk: _sort_maps(mv) for mk, mv in sorted(v.items())} for k, v in items}
+
+
 def render(resources: Resources) -> str:
     doc: dict[str, dict] = {}
     for t, section in SECTIONS.items():
@@ -63,7 +78,7 @@ def render(resources: Resources) -> str:
                 name: json_format.MessageToDict(decode(t, res), preserving_proto_field_name=True)
                 for name, res in resources[t].items()
             }
-    return yaml.safe_dump(_shorten_pem(doc), sort_keys=False, width=100)
+    return yaml.safe_dump(_shorten_pem(_sort_maps(doc)), sort_keys=False, width=100)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -50,6 +50,12 @@ class Resource(NamedTuple):
 Resources = dict[str, dict[str, Resource]]
 
 
+class _VirtualHostPiece(NamedTuple):
+    data: bytes  # framed as RouteConfiguration.virtual_hosts
+    max_body: int  # largest direct-response body
+    domain_port: bool  # whether a domain names a port
+
+
 def version_of(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
@@ -68,6 +74,9 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
+_MISSING = object()
+
+
 class _Entry:
     __slots__ = ("value", "used")
 
@@ -82,23 +91,32 @@ class _Memo:
     def __init__(self) -> None:
         # The identity map holds the object itself, so its id cannot be reused while cached.
         self._by_id: dict[tuple[int, Hashable], tuple[object, _Entry]] = {}
-        self._by_value: dict[tuple[Hashable, Hashable], _Entry] = {}
+        self._by_value: dict[Hashable, _Entry] = {}
         self.tick = 0
         self.misses = 0
 
     def get(self, obj: Hashable, extra: Hashable, make: Callable[[], TypingAny]) -> TypingAny:
-        id_key = (id(obj), extra)
-        hit = self._by_id.get(id_key)
-        if hit is not None and hit[0] is obj:
-            entry = hit[1]
-        else:
-            value_key = (obj, extra)
-            entry = self._by_value.get(value_key)
-            if entry is None:
-                self.misses += 1
-                entry = self._by_value[value_key] = _Entry(make(), self.tick)
-            self._by_id[id_key] = (obj, entry)
+        """By identity, then by value (hashes `obj` deeply: for leaves like a Route or Cluster)."""
+        value = self.by_identity(obj, extra)
+        if value is _MISSING:
+            value = self.by_key(obj, extra, (obj, extra), make)
+        return value
+
+    def by_identity(self, obj: object, extra: Hashable) -> TypingAny:
+        hit = self._by_id.get((id(obj), extra))
+        if hit is None or hit[0] is not obj:
+            return _MISSING
+        hit[1].used = self.tick
+        return hit[1].value
+
+    def by_key(self, obj: object, extra: Hashable, key: Hashable, make: Callable[[], TypingAny]) -> TypingAny:
+        """By a caller-chosen value key; `obj` is remembered for the next identity lookup."""
+        entry = self._by_value.get(key)
+        if entry is None:
+            self.misses += 1
+            entry = self._by_value[key] = _Entry(make(), self.tick)
         entry.used = self.tick
+        self._by_id[(id(obj), extra)] = (obj, entry)
         return entry.value
 
     def __len__(self) -> int:
@@ -149,8 +167,7 @@ class ResourceBuilder:
             self._put(out, type_urls.LISTENER, lst.name,
                       self._listeners.get(lst, (), lambda o=lst: _resource(build_listener(o))))
         for table in config.route_tables:
-            self._put(out, type_urls.ROUTE, table.name, self._tables.get(
-                table, hash_sig, lambda t=table: self._route_table(t, hash_sig, keys_by_cluster)))
+            self._put(out, type_urls.ROUTE, table.name, self._route_table(table, hash_sig, keys_by_cluster))
         for c in config.clusters:
             self._put(out, type_urls.CLUSTER, c.name,
                       self._clusters.get(c, (), lambda o=c: _resource(build_cluster(o))))
@@ -185,28 +202,45 @@ class ResourceBuilder:
 
     def _route_table(self, table: ir.RouteTable, hash_sig: Hashable,
                      keys_by_cluster: HashKeysByCluster) -> Resource:
-        pieces = [self._vhosts.get(vh, hash_sig, lambda v=vh: self._virtual_host(v, keys_by_cluster))
-                  for vh in table.virtual_hosts]
+        # Containers are looked up by their pieces, not by value: hashing a whole table deeply
+        # would cost more than assembling it.
+        res = self._tables.by_identity(table, hash_sig)
+        if res is _MISSING:
+            pieces = tuple(self._virtual_host(vh, hash_sig, keys_by_cluster) for vh in table.virtual_hosts)
+            res = self._tables.by_key(table, hash_sig, (table.name, pieces),
+                                      lambda: self._assemble_table(table, pieces))
+        return res
+
+    @staticmethod
+    def _assemble_table(table: ir.RouteTable, pieces: tuple[_VirtualHostPiece, ...]) -> Resource:
         header = route_configuration_header(
             table,
-            max_body=max((p[1] for p in pieces), default=0),
-            any_domain_port=any(p[2] for p in pieces),
+            max_body=max((p.max_body for p in pieces), default=0),
+            any_domain_port=any(p.domain_port for p in pieces),
         )
-        data = header.SerializeToString(deterministic=True) + b"".join(p[0] for p in pieces)
+        data = header.SerializeToString(deterministic=True) + b"".join(p.data for p in pieces)
         return Resource(version_of(data), any_pb2.Any(type_url=type_urls.ROUTE, value=data))
 
-    def _virtual_host(self, vh: ir.VirtualHost,
-                      keys_by_cluster: HashKeysByCluster) -> tuple[bytes, int, bool]:
-        """(framed VirtualHost bytes, largest direct-response body, whether a domain has a port)."""
-        routes = b"".join(self._route(r, route_hash_keys(r, keys_by_cluster)) for r in vh.routes)
-        data = virtual_host_header(vh).SerializeToString(deterministic=True) + routes
-        return (
+    def _virtual_host(self, vh: ir.VirtualHost, hash_sig: Hashable,
+                      keys_by_cluster: HashKeysByCluster) -> _VirtualHostPiece:
+        piece = self._vhosts.by_identity(vh, hash_sig)
+        if piece is _MISSING:
+            routes = tuple(self._route(r, route_hash_keys(r, keys_by_cluster)) for r in vh.routes)
+            piece = self._vhosts.by_key(vh, hash_sig, (vh.name, vh.domains, routes),
+                                        lambda: self._assemble_virtual_host(vh, routes))
+        return piece
+
+    @staticmethod
+    def _assemble_virtual_host(vh: ir.VirtualHost, routes: tuple[bytes, ...]) -> _VirtualHostPiece:
+        data = virtual_host_header(vh).SerializeToString(deterministic=True) + b"".join(routes)
+        return _VirtualHostPiece(
             _field(_ROUTE_CONFIGURATION_VIRTUAL_HOSTS, data),
             max((max_body_size(r) for r in vh.routes), default=0),
             any(domain_has_port(d) for d in vh.domains),
         )
 
     def _route(self, route: ir.Route, hash_keys: tuple[ir.HashKey, ...]) -> bytes:
+        """The route's Envoy routes (one per match), each framed as VirtualHost.routes."""
         return self._routes.get(route, hash_keys, lambda: b"".join(
             _field(_VIRTUAL_HOST_ROUTES, r.SerializeToString(deterministic=True))
             for r in build_routes(route, hash_keys)))
