@@ -140,3 +140,14 @@ def test_resources_are_grouped_by_type_url_in_push_order() -> None:
     res = ResourceBuilder().build(config((route(1),)))
     assert list(res) == list(type_urls.PUSH_ORDER)
     assert res[type_urls.LISTENER]["l"].resource.type_url == type_urls.LISTENER
+
+
+@pytest.mark.parametrize("mutation", [
+    ir.HeaderMutation(set=((":path", "/x"),)),
+    ir.HeaderMutation(add=(("host", "x"),)),
+    ir.HeaderMutation(remove=(":authority",)),
+])
+def test_pseudo_header_mutations_are_refused(mutation: ir.HeaderMutation) -> None:
+    r = dataclasses.replace(route(1), request_headers=mutation)
+    with pytest.raises(GenerateError, match="cannot be modified"):
+        ResourceBuilder().build(config((r,)))

@@ -84,8 +84,29 @@ def metadata(namespace: str, fields: dict[str, str]) -> base_pb2.Metadata:
     return md
 
 
+_HOST_HEADERS = ("host", ":authority")
+
+
+def split_host(mutation: ir.HeaderMutation) -> tuple[str | None, ir.HeaderMutation]:
+    """Take a request `set` of Host out of a mutation: Envoy only changes it by host rewrite."""
+    host = None
+    rest = []
+    for k, v in mutation.set:
+        if k.lower() in _HOST_HEADERS:
+            host = v
+        else:
+            rest.append((k, v))
+    if host is None:
+        return None, mutation
+    return host, ir.HeaderMutation(set=tuple(rest), add=mutation.add, remove=mutation.remove)
+
+
 def header_options(mutation: ir.HeaderMutation) -> list[base_pb2.HeaderValueOption]:
     """`set` overwrites (or adds), `add` appends to any existing value."""
+    for name in [k for k, _ in mutation.set] + [k for k, _ in mutation.add] + list(mutation.remove):
+        if name.startswith(":") or name.lower() == "host":
+            # Envoy rejects the whole route table for this; the translator must not emit it.
+            raise GenerateError(f"header {name!r} cannot be modified (set Host with a host rewrite)")
     opts = [
         base_pb2.HeaderValueOption(
             header=base_pb2.HeaderValue(key=k, value=v),

@@ -28,6 +28,7 @@ from .envoy_common import (
     header_options,
     metadata,
     regex,
+    split_host,
     string_matcher,
     typed,
 )
@@ -149,6 +150,15 @@ def route_hash_keys(route: ir.Route, keys_by_cluster: HashKeysByCluster) -> tupl
     return tuple(keys)
 
 
+# Retry on a different host than the one that just failed (Istio does the same).
+_RETRY_OTHER_HOST = (
+    rc.RetryPolicy.RetryHostPredicate(
+        name="envoy.retry_host_predicates.previous_hosts",
+        typed_config=typed(previous_hosts_pb2.PreviousHostsPredicate()),
+    ),
+)
+
+
 def _retry_policy(r: ir.RetryPolicy) -> rc.RetryPolicy:
     retry_on = r.retry_on
     if r.retriable_status_codes and "retriable-status-codes" not in retry_on.split(","):
@@ -158,13 +168,7 @@ def _retry_policy(r: ir.RetryPolicy) -> rc.RetryPolicy:
         retry_on=retry_on,
         num_retries=wrappers_pb2.UInt32Value(value=r.attempts),
         retriable_status_codes=r.retriable_status_codes,
-        # Retry on a different host than the one that just failed (Istio does the same).
-        retry_host_predicate=[
-            rc.RetryPolicy.RetryHostPredicate(
-                name="envoy.retry_host_predicates.previous_hosts",
-                typed_config=typed(previous_hosts_pb2.PreviousHostsPredicate()),
-            )
-        ],
+        retry_host_predicate=_RETRY_OTHER_HOST,
         host_selection_retry_max_attempts=5,
     )
     if r.per_try_timeout:
@@ -208,7 +212,7 @@ def _apply_path_rewrite(action: rc.RouteAction | rc.RedirectAction, prefix: str 
 
 
 def _route_action(a: ir.ForwardAction, match: ir.RouteMatch | None,
-                  hash_keys: tuple[ir.HashKey, ...]) -> rc.RouteAction:
+                  hash_keys: tuple[ir.HashKey, ...], host_header: str | None) -> rc.RouteAction:
     ra = rc.RouteAction()
     backends = [wc for wc in a.clusters if wc.weight > 0]
     only = backends[0] if len(backends) == 1 else None
@@ -219,8 +223,11 @@ def _route_action(a: ir.ForwardAction, match: ir.RouteMatch | None,
         for wc in backends:
             cw = ra.weighted_clusters.clusters.add(name=wc.cluster)
             cw.weight.value = wc.weight
-            cw.request_headers_to_add.extend(header_options(wc.request_headers))
-            cw.request_headers_to_remove.extend(wc.request_headers.remove)
+            host, request_headers = split_host(wc.request_headers)
+            if host is not None:
+                cw.host_rewrite_literal = host
+            cw.request_headers_to_add.extend(header_options(request_headers))
+            cw.request_headers_to_remove.extend(request_headers.remove)
             cw.response_headers_to_add.extend(header_options(wc.response_headers))
             cw.response_headers_to_remove.extend(wc.response_headers.remove)
 
@@ -238,6 +245,8 @@ def _route_action(a: ir.ForwardAction, match: ir.RouteMatch | None,
                 pattern=regex(rw.regex[0]), substitution=rw.regex[1]))
     if a.host_rewrite:
         ra.host_rewrite_literal = a.host_rewrite
+    elif host_header is not None:
+        ra.host_rewrite_literal = host_header
 
     # Envoy's default route timeout is 15 s; the IR's "no timeout" must be explicit.
     ra.timeout.CopyFrom(duration(a.timeout or 0))
@@ -322,8 +331,13 @@ def build_routes(route: ir.Route, hash_keys: tuple[ir.HashKey, ...] = ()) -> lis
     matches: tuple[ir.RouteMatch | None, ...] = route.matches or (None,)
     # Parts shared by every match are built once and copied in.
     shared = rc.Route(name=route.name)
-    shared.request_headers_to_add.extend(header_options(route.request_headers))
-    shared.request_headers_to_remove.extend(route.request_headers.remove)
+    request_headers = route.request_headers
+    host_header = None
+    if isinstance(route.action, ir.ForwardAction):
+        # Setting Host is a host rewrite in Envoy (header mutations may not touch it).
+        host_header, request_headers = split_host(request_headers)
+    shared.request_headers_to_add.extend(header_options(request_headers))
+    shared.request_headers_to_remove.extend(request_headers.remove)
     shared.response_headers_to_add.extend(header_options(route.response_headers))
     shared.response_headers_to_remove.extend(route.response_headers.remove)
     if route.metadata:
@@ -344,7 +358,7 @@ def build_routes(route: ir.Route, hash_keys: tuple[ir.HashKey, ...] = ()) -> lis
                 # No backend can take traffic (all weights 0, or none): Gateway API says 500.
                 r.direct_response.CopyFrom(_direct(500, None))
             else:
-                r.route.CopyFrom(_route_action(action, match, hash_keys))
+                r.route.CopyFrom(_route_action(action, match, hash_keys, host_header))
         elif isinstance(action, ir.RedirectAction):
             r.redirect.CopyFrom(_redirect(action, match))
         elif isinstance(action, ir.DirectResponseAction):

@@ -7,7 +7,9 @@
 - prefix rewrite to "/" -> a regex that also eats the slash after the prefix ("/foo/bar" ->
   "/bar", not "//bar");
 - retries retry on another host (`previous_hosts`);
-- routes that do not allow websocket turn the HCM-wide upgrade off.
+- routes that do not allow websocket turn the HCM-wide upgrade off;
+- setting the Host header (route or backend) becomes a host rewrite: Envoy's header
+  mutations may not touch Host or pseudo-headers.
 """
 
 from waymesh.model import ir
@@ -75,6 +77,16 @@ ROUTES = (
         action=one(rewrite=ir.PathRewrite(regex=("^/users/([0-9]+)/profile$", "/profiles/\\1"))),
     ),
     ir.Route(name="host-rewrite", matches=prefix("/host"), action=one(host_rewrite="internal.example.com")),
+    ir.Route(name="host-header-set", matches=prefix("/host-header"), action=one(),
+             request_headers=ir.HeaderMutation(set=(("Host", "set.example.com"), ("x-other", "1")))),
+    ir.Route(
+        name="backend-host-header",
+        matches=prefix("/backend-host"),
+        action=ir.ForwardAction(clusters=(
+            ir.WeightedCluster("v1", request_headers=ir.HeaderMutation(set=((":authority", "v1.internal"),))),
+            ir.WeightedCluster("v2"),
+        )),
+    ),
     ir.Route(name="timeouts", matches=prefix("/slow"), action=one(timeout=30.0, idle_timeout=120.0)),
     ir.Route(name="timeout-zero", matches=prefix("/zero"), action=one(timeout=0)),
     ir.Route(
