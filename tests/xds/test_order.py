@@ -122,3 +122,18 @@ async def test_queued_updates_coalesce_to_latest(plane, delta: bool) -> None:
         pushes = len(c.received) - n0
         assert 1 <= pushes < 300
         assert plane.server.status()[0].types[CLUSTER].in_sync
+
+
+async def test_listeners_not_blocked_forever_by_a_missing_cds_ack(plane) -> None:
+    plane.server.ack_timeout = 0.3
+    state = _full(1)
+    del state[ENDPOINT]  # the cluster never warms: the client never ACKs CDS
+    async with AdsClient(plane.target, "n", delta=True, follow=True) as c:
+        await c.subscribe(CLUSTER)
+        await c.subscribe(LISTENER)
+        await c.wait_for(lambda c: len(c.received) == 2)
+        plane.cache.set_node("n", state)
+        await c.wait_for(lambda c: "c0" in c.resources(CLUSTER))
+        await c.quiet(0.15)
+        assert "l" not in c.resources(LISTENER)  # held while the ACK may still come
+        await c.wait_for(lambda c: "l" in c.resources(LISTENER), within=2)

@@ -126,3 +126,17 @@ async def test_reconnect_with_current_version_is_not_resent(plane) -> None:
         assert c2.received == []
         plane.cache.update_node("n", {ENDPOINT: {"a": r.endpoints("a", 10)}})
         await c2.wait_for(lambda c: len(c.received) == 1)
+
+
+async def test_non_aggregated_cds_service(plane) -> None:
+    import grpc
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.cluster.v3 import cds_pb2_grpc
+
+    plane.cache.set_node("n", {CLUSTER: {"a": r.cluster("a")}})
+    async with grpc.aio.insecure_channel(plane.target) as ch:
+        call = cds_pb2_grpc.ClusterDiscoveryServiceStub(ch).StreamClusters()
+        await call.write(discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id="n")))  # no type_url
+        resp = await asyncio.wait_for(call.read(), 5)
+        assert resp.type_url == CLUSTER and len(resp.resources) == 1
+        call.cancel()

@@ -58,12 +58,14 @@ class XdsServer:
         metrics: XdsMetrics | None = None,
         *,
         max_message_mb: int = 64,
+        ack_timeout: float = 20.0,
     ) -> None:
         self.cache = cache
         self.on_connect = on_connect or _noop_connect
         self.on_disconnect = on_disconnect
         self.metrics = metrics or XdsMetrics()
         self._max_message = max_message_mb * 1024 * 1024
+        self.ack_timeout = ack_timeout  # longest wait for a CDS/LDS ACK before sending what depends on it
         self._server: grpc.aio.Server | None = None
         self._connections: dict[str, _Connection] = {}
         self._streams_per_node: dict[str, int] = {}
@@ -122,7 +124,7 @@ class XdsServer:
 
     def _stream_handler(self, delta: bool, type_url: str | None) -> Callable[..., Awaitable[None]]:
         async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-            proto: XdsStream = DeltaStream() if delta else SotwStream()
+            proto: XdsStream = (DeltaStream if delta else SotwStream)(ack_timeout=self.ack_timeout)
             await _Connection(self, proto, context, type_url).serve(requests)
 
         return handle
@@ -170,6 +172,7 @@ class _Connection:
         self.since = time.time()
         self._wake = asyncio.Event()
         self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
 
     async def serve(self, requests: AsyncIterator[Any]) -> None:
         it = aiter(requests)
@@ -191,6 +194,8 @@ class _Connection:
             await reader  # surfaces a reader error
         finally:
             watch.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
             if reader is not None and not reader.done():
                 reader.cancel()
             await self.server._closed(self)
@@ -235,6 +240,12 @@ class _Connection:
                 m.push_resources.labels(short).inc(out.resources)
                 if out.latency is not None:
                     m.convergence.labels(short).observe(out.latency)
+            deadline = self.proto.next_deadline()
+            if deadline is not None:
+                # Something waits behind an ACK: look again when that ACK is overdue.
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = asyncio.get_running_loop().call_later(deadline + 0.01, self._wake.set)
 
     def status(self) -> ConnectionStatus:
         return ConnectionStatus(

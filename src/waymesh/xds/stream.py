@@ -94,8 +94,11 @@ class XdsStream:
 
     delta = False
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, ack_timeout: float = 20.0) -> None:
         self.clock = clock
+        # A gate waits at most this long for an ACK (Envoy answers within its 15 s
+        # initial_fetch_timeout; a client that never does must not block listeners forever).
+        self.ack_timeout = ack_timeout
         self.types: dict[str, _TypeState] = {}
         self._nonce = 0
 
@@ -127,7 +130,7 @@ class XdsStream:
         for t in order:
             if t in BEFORE_CDS_ACK:
                 self._emit(self.types[t], snapshot, self._may_remove(t), out)
-        if self.awaiting_ack(CLUSTER):
+        if self._gated(CLUSTER):
             return out
         for t in order:
             if t not in BEFORE_CDS_ACK:
@@ -142,9 +145,28 @@ class XdsStream:
         """A resource may go once every type that can reference it is sent and answered."""
         for ref in REFERENCED_BY.get(type_url, ()):
             st = self.types.get(ref)
-            if st is not None and st.started and (st.pending() or self.awaiting_ack(ref)):
+            if st is not None and st.started and (st.pending() or self._gated(ref)):
                 return False
         return True
+
+    def _gated(self, type_url: str) -> bool:
+        """Waiting for an ACK of `type_url` that is not yet overdue."""
+        if not self.awaiting_ack(type_url):
+            return False
+        sent = self.types[type_url].status.sent_time or 0.0
+        return self.clock() - sent < self.ack_timeout
+
+    def next_deadline(self) -> float | None:
+        """Seconds until an overdue ACK would open a gate, if something waits behind one."""
+        if not any(st.pending() for st in self.types.values()):
+            return None
+        now = self.clock()
+        waits = [
+            (st.status.sent_time or now) + self.ack_timeout - now
+            for t, st in self.types.items()
+            if self._gated(t)
+        ]
+        return max(0.0, min(waits)) if waits else None
 
     def awaiting_ack(self, type_url: str) -> bool:
         st = self.types.get(type_url)
