@@ -47,7 +47,7 @@ def test_second_build_reuses_every_resource() -> None:
     assert b.stats() == built  # nothing rebuilt
     for t in first:
         for name, res in first[t].items():
-            assert second[t][name].resource is res.resource
+            assert second[t][name].body is res.body
 
 
 def test_equal_objects_from_different_proxies_share_one_any() -> None:
@@ -55,8 +55,8 @@ def test_equal_objects_from_different_proxies_share_one_any() -> None:
     # Built separately, as two translator runs for two proxies would.
     a = b.build(config((route(1),), (cluster("backend", lb_policy=ir.LbPolicy.LEAST_REQUEST),)))
     c = b.build(config((route(1),), (cluster("backend", lb_policy=ir.LbPolicy.LEAST_REQUEST),)))
-    assert c[type_urls.CLUSTER]["backend"].resource is a[type_urls.CLUSTER]["backend"].resource
-    assert c[type_urls.ROUTE]["rt"].resource is a[type_urls.ROUTE]["rt"].resource
+    assert c[type_urls.CLUSTER]["backend"].body is a[type_urls.CLUSTER]["backend"].body
+    assert c[type_urls.ROUTE]["rt"].body is a[type_urls.ROUTE]["rt"].body
     assert b.stats()["clusters_built"] == 1
 
 
@@ -139,7 +139,7 @@ def test_conflicting_names_are_rejected() -> None:
 def test_resources_are_grouped_by_type_url_in_push_order() -> None:
     res = ResourceBuilder().build(config((route(1),)))
     assert list(res) == list(type_urls.PUSH_ORDER)
-    assert res[type_urls.LISTENER]["l"].resource.type_url == type_urls.LISTENER
+    assert res[type_urls.LISTENER]["l"].body.type_url == type_urls.LISTENER
 
 
 @pytest.mark.parametrize("mutation", [

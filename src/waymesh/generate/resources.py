@@ -21,6 +21,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from waymesh.model import ir
+from waymesh.xds.cache import Resource, content_version
 
 from . import type_urls
 from .envoy_clusters import build_cluster, build_load_assignment
@@ -40,11 +41,6 @@ from .envoy_secrets import build_secret
 # Field numbers used when assembling route tables from serialized pieces.
 _ROUTE_CONFIGURATION_VIRTUAL_HOSTS = 2
 _VIRTUAL_HOST_ROUTES = 3
-
-
-class Resource(NamedTuple):
-    version: str  # derived from the serialized bytes
-    resource: any_pb2.Any
 
 
 Resources = dict[str, dict[str, Resource]]
@@ -137,9 +133,9 @@ class _Memo:
         self._by_id = {k: v for k, v in self._by_id.items() if v[1].used >= cutoff}
 
 
-def _resource(message: Message) -> Resource:
-    data = message.SerializeToString(deterministic=True)
-    return Resource(version_of(data), any_pb2.Any(type_url=type_urls.type_url(message), value=data))
+def _resource(name: str, message: Message) -> Resource:
+    # The xDS cache's Resource: serialized once here, shared by every proxy that gets it.
+    return Resource.of(name, message)
 
 
 class ResourceBuilder:
@@ -170,18 +166,18 @@ class ResourceBuilder:
 
         for lst in config.listeners:
             self._put(out, type_urls.LISTENER, lst.name,
-                      self._listeners.get(lst, (), lambda o=lst: _resource(build_listener(o))))
+                      self._listeners.get(lst, (), lambda o=lst: _resource(o.name, build_listener(o))))
         for table in config.route_tables:
             self._put(out, type_urls.ROUTE, table.name, self._route_table(table, hash_sig, keys_by_cluster))
         for c in config.clusters:
             self._put(out, type_urls.CLUSTER, c.name,
-                      self._clusters.get(c, (), lambda o=c: _resource(build_cluster(o))))
+                      self._clusters.get(c, (), lambda o=c: _resource(o.name, build_cluster(o))))
             if c.discovery is ir.Discovery.EDS:
                 self._put(out, type_urls.ENDPOINT, c.name, self._endpoints.get(
-                    c, (), lambda o=c: _resource(build_load_assignment(o))))
+                    c, (), lambda o=c: _resource(o.name, build_load_assignment(o))))
         for s in config.secrets:
             self._put(out, type_urls.SECRET, s.name,
-                      self._secrets.get(s, (), lambda o=s: _resource(build_secret(o))))
+                      self._secrets.get(s, (), lambda o=s: _resource(o.name, build_secret(o))))
 
         for memo in self._memos:
             memo.sweep(self.max_entries)
@@ -224,7 +220,7 @@ class ResourceBuilder:
             any_domain_port=any(p.domain_port for p in pieces),
         )
         data = header.SerializeToString(deterministic=True) + b"".join(p.data for p in pieces)
-        return Resource(version_of(data), any_pb2.Any(type_url=type_urls.ROUTE, value=data))
+        return Resource(table.name, content_version(type_urls.ROUTE, data), any_pb2.Any(type_url=type_urls.ROUTE, value=data))
 
     def _virtual_host(self, vh: ir.VirtualHost, hash_sig: Hashable,
                       keys_by_cluster: HashKeysByCluster) -> _VirtualHostPiece:
@@ -253,5 +249,5 @@ class ResourceBuilder:
 
 def decode(type_url: str, res: Resource | any_pb2.Any) -> Message:
     """The message behind a built resource (for tests, validation and debug output)."""
-    packed = res.resource if isinstance(res, Resource) else res
+    packed = res.body if isinstance(res, Resource) else res
     return type_urls.MESSAGE_CLASS[type_url].FromString(packed.value)

@@ -88,7 +88,7 @@ def static_bootstrap(
 
     def messages(t: str) -> dict:
         cls = type_urls.MESSAGE_CLASS[t]
-        return {name: cls.FromString(r.resource.value) for name, r in res[t].items()}
+        return {name: cls.FromString(r.body.value) for name, r in res[t].items()}
 
     routes = messages(type_urls.ROUTE)
     endpoints = messages(type_urls.ENDPOINT)
