@@ -12,7 +12,6 @@ tag and length. So one changed route in a 10k-route table costs that route, not 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable
 from typing import Any as TypingAny
 from typing import NamedTuple
@@ -50,10 +49,6 @@ class _VirtualHostPiece(NamedTuple):
     data: bytes  # framed as RouteConfiguration.virtual_hosts
     max_body: int  # largest direct-response body
     domain_port: bool  # whether a domain names a port
-
-
-def version_of(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def _varint(n: int) -> bytes:
