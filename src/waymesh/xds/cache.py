@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
@@ -28,6 +28,8 @@ class Resource:
     name: str
     version: str
     body: any_pb2.Any
+    # Wire bytes, filled on first send and shared by every stream that sends this object.
+    wire: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, name: str, message: Message) -> Resource:

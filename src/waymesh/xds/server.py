@@ -267,11 +267,13 @@ def _method(request_type: Any) -> Callable[[Callable[..., Awaitable[None]]], grp
         else discovery_pb2.DiscoveryResponse
     )
 
+    def serialize(msg: Any) -> bytes:
+        # Streams write pre-assembled bytes (see wire.py); messages are accepted too.
+        return msg if isinstance(msg, bytes) else response_type.SerializeToString(msg)
+
     def wrap(fn: Callable[..., Awaitable[None]]) -> grpc.RpcMethodHandler:
         return grpc.stream_stream_rpc_method_handler(
-            fn,
-            request_deserializer=request_type.FromString,
-            response_serializer=response_type.SerializeToString,
+            fn, request_deserializer=request_type.FromString, response_serializer=serialize
         )
 
     return wrap

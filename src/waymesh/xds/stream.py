@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from . import deps
+from . import deps, wire
 from .cache import Changes, Resource, Snapshot
 from .status import Nack, TypeStatus
 from .types import (
@@ -38,13 +38,11 @@ from .types import (
 
 _EMPTY: Mapping[str, Resource] = {}
 
-Response = discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse
-
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     type_url: str
-    message: Response
+    message: bytes  # a serialized DiscoveryResponse or DeltaDiscoveryResponse
     resources: int  # resources carried (delta: plus removals)
     latency: float | None  # seconds since the oldest change it answers, None if request-driven
 
@@ -310,12 +308,7 @@ class SotwStream(XdsStream):
             return
         nonce = self._next_nonce()
         previous = st.sent or {}
-        msg = discovery_pb2.DiscoveryResponse(
-            version_info=version,
-            resources=[current[n].body for n in sorted(current)],
-            type_url=st.type_url,
-            nonce=nonce,
-        )
+        msg = wire.sotw_response(version, (current[n] for n in sorted(current)), st.type_url, nonce)
         st.sent, st.nonce, st.answered = current, nonce, False
         latency = self._sent(st, version, nonce, len(current), st.dirty_since)
         if deferred:
@@ -423,15 +416,7 @@ class DeltaStream(XdsStream):
             h.update(f"-{n}\n".encode())
         version = h.hexdigest()
         nonce = self._next_nonce()
-        msg = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=version,
-            resources=[
-                discovery_pb2.Resource(name=r.name, version=r.version, resource=r.body) for r in resources
-            ],
-            type_url=st.type_url,
-            removed_resources=removed,
-            nonce=nonce,
-        )
+        msg = wire.delta_response(version, resources, removed, st.type_url, nonce)
         st.inflight[nonce] = version
         latency = self._sent(st, version, nonce, len(resources) + len(removed), dirty_since)
         out.append(Outgoing(st.type_url, msg, len(resources) + len(removed), latency))
