@@ -149,7 +149,7 @@ async def test_concurrent_http11_connections(echo: Server) -> None:
         elapsed = time.monotonic() - start
     assert sorted(r.json()["path"] for r in rs) == sorted(f"/c?delay=200ms&i={i}" for i in range(200))
     assert len({r.json()["peer"] for r in rs}) > 100  # really many connections at once
-    assert elapsed < 3.0  # in parallel, not 200 x 200 ms
+    assert elapsed < 15.0  # in parallel, not 200 x 200 ms (= 40 s); generous for a loaded CI machine
 
 
 async def test_concurrent_h2_streams_on_one_connection(echo: Server) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-_PR_SET_PDEATHSIG = 1
+from waymesh.tools.children import die_with_parent
 
 
 @dataclass
@@ -110,7 +109,7 @@ class Supervisor:
             stderr=asyncio.subprocess.STDOUT,
             # own session: a terminal's Ctrl-C reaches the agent only, which then drains Envoy
             start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
             limit=1 << 20,
         )
         self.starts += 1
@@ -129,17 +128,3 @@ class Supervisor:
                 return
             out.write(self.prefix + line if line.endswith(b"\n") else self.prefix + line + b"\n")
             out.flush()
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec hook so the child gets SIGTERM if the agent dies without stopping it (Linux only)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return hook

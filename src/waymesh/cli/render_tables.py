@@ -193,8 +193,8 @@ def proxy_status_table(statuses: list[dict[str, Any]]) -> None:
     table = Table("PROXY", "MODE", "CDS", "LDS", "EDS", "RDS", "SDS", title="Proxy sync status")
     for status in statuses:
         cells: dict[str, str] = {}
-        for type_status in status.get("types", []):
-            name = short.get(type_status.get("type_url", "").rsplit(".", 1)[-1], "")
+        for type_url, type_status in status.get("types", {}).items():
+            name = short.get(type_url.rsplit(".", 1)[-1], "")
             if not name:
                 continue
             cells[name] = sync_state(type_status)
@@ -208,8 +208,8 @@ def proxy_status_table(statuses: list[dict[str, Any]]) -> None:
 
 def sync_state(type_status: dict[str, Any]) -> str:
     nack = type_status.get("last_nack")
-    sent = type_status.get("sent_version") or type_status.get("last_sent_version")
-    acked = type_status.get("acked_version") or type_status.get("last_acked_version")
+    sent = type_status.get("sent_version")
+    acked = type_status.get("acked_version")
     if nack and nack.get("version") == sent:
         return f"NACKED: {nack.get('message', '')[:80]}"
     if not sent:

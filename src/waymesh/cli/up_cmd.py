@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         debug_port: int = typer.Option(15014, "--debug-port"),
         drain_seconds: float = typer.Option(1.0, "--drain-seconds", help="Proxy drain time on stop."),
         log_level: str = typer.Option("info", "--log-level"),
+        envoy_log_level: str = typer.Option("warning", "--envoy-log-level", help="Envoy's own log level."),
     ) -> None:
         """Run everything DIR describes; print where to send requests; Ctrl-C stops it all."""
         import asyncio
@@ -39,6 +40,6 @@ def register(app: typer.Typer) -> None:
             debug_port=debug_port,
         )
         try:
-            asyncio.run(run_up(options, drain_seconds=drain_seconds))
+            asyncio.run(run_up(options, drain_seconds=drain_seconds, envoy_log_level=envoy_log_level))
         except KeyboardInterrupt:
             pass

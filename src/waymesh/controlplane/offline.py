@@ -60,9 +60,9 @@ class OfflineMesh:
         raise ProxyNotFound(f"no Gateway named {name!r} in the config (use --labels for a bare proxy)")
 
     def render_text(self, config: ir.ProxyConfig, output: str = "yaml") -> str:
-        from waymesh.controlplane.resources import build_resources
+        from waymesh.generate.resources import ResourceBuilder
 
-        resources = build_resources(self.index, config)
+        resources = ResourceBuilder().build(config)
         data = {
             type_url.rsplit(".", 1)[-1]: [_to_dict(r.body) for r in by_name.values()]
             for type_url, by_name in resources.items()

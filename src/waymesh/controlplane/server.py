@@ -22,7 +22,7 @@ from waymesh.generate.resources import ResourceBuilder
 from waymesh.model.credentials import CredentialStore
 from waymesh.model.index import MeshIndex
 from waymesh.model.proxy import ProxyInfo
-from waymesh.xds.cache import XdsCache
+from waymesh.xds.cache import Cache
 from waymesh.xds.server import XdsServer
 
 log = logging.getLogger("waymesh.controlplane")
@@ -51,14 +51,14 @@ class ControlPlane:
         self.credentials = CredentialStore(options.credentials_dir, store=self.store)
         self.index = MeshIndex(self.store, self.credentials, self.mesh)
         self.builder = ResourceBuilder()
-        self.cache = XdsCache()
+        self.cache = Cache()
         self.xds = XdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect)
         self.source = DirectorySource(options.config_dir, self.store)
         self.translation_problems: dict[str, list[ConfigError]] = {}
         self.gateway_status: dict[str, Any] = {}
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._debug_runner: Any = None
+        self._debug: Any = None
         self.pushes = 0
         self.last_push_seconds = 0.0
 
@@ -68,7 +68,13 @@ class ControlPlane:
         for error in self.mesh_errors:
             log.warning("mesh config: %s", error)
         self.store.subscribe(self._on_store_change)
-        await self.source.start()
+        source_task = asyncio.create_task(self.source.run(), name="config-source")
+        self._tasks.append(source_task)
+        ready = asyncio.create_task(self.source.ready.wait())
+        await asyncio.wait([source_task, ready], return_when=asyncio.FIRST_COMPLETED)
+        if source_task.done():
+            ready.cancel()
+            source_task.result()  # raises why the directory could not be read
         self._refresh_status()
         self._tasks.append(asyncio.create_task(self._push_loop(), name="push-loop"))
         if self.options.credentials_dir is not None:
@@ -84,13 +90,13 @@ class ControlPlane:
         )
 
     async def stop(self) -> None:
+        self.source.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.source.stop()
         await self.xds.stop(0.5)
-        if self._debug_runner is not None:
-            await self._debug_runner.cleanup()
+        if self._debug is not None:
+            await self._debug.stop()
 
     # --- xDS connection events -------------------------------------------------------------
 
@@ -174,25 +180,22 @@ class ControlPlane:
         return list(seen.values())
 
     async def _start_debug(self) -> None:
-        from aiohttp import web
-
         from waymesh.controlplane.debug import add_routes
-        from waymesh.xds.debug import make_debug_app
+        from waymesh.xds.debug import DebugServer
 
-        app = make_debug_app(self.xds, self.cache)
-        add_routes(app, self)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.options.debug_host, self.options.debug_port, reuse_address=True)
-        await site.start()
-        self._debug_runner = runner
+        self._debug = DebugServer(self.xds, self.cache)
+        add_routes(self._debug.app, self)
+        await self._debug.start(self.options.debug_host, self.options.debug_port)
 
 
 async def run_control_plane(options: ControlPlaneOptions) -> None:
-    """Run until cancelled (Ctrl-C / SIGTERM)."""
+    """Run until SIGINT or SIGTERM, then stop in order."""
+    from waymesh.cli.runtime import wait_for_stop_signal
+
     control_plane = ControlPlane(options)
     await control_plane.start()
     try:
-        await asyncio.Event().wait()
+        signal_name = await wait_for_stop_signal()
+        log.info("%s: stopping", signal_name)
     finally:
         await control_plane.stop()

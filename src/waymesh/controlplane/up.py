@@ -23,6 +23,7 @@ from waymesh.config.types import GATEWAY_API, ISTIO_NETWORKING, ConfigObject
 from waymesh.controlplane.server import ControlPlane, ControlPlaneOptions
 from waymesh.model.api.waymesh import WAYMESH_GROUP
 from waymesh.model.proxy import GATEWAY_NAME_LABEL
+from waymesh.tools.children import die_with_parent
 
 log = logging.getLogger("waymesh.up")
 
@@ -110,9 +111,12 @@ def wanted_backends(objects: list[ConfigObject], config_dir: Path) -> dict[str, 
 
 
 class LocalRunner:
-    def __init__(self, options: ControlPlaneOptions, drain_seconds: float = 1.0) -> None:
+    def __init__(
+        self, options: ControlPlaneOptions, drain_seconds: float = 1.0, envoy_log_level: str = "warning"
+    ) -> None:
         self.options = options
         self.drain_seconds = drain_seconds
+        self.envoy_log_level = envoy_log_level
         self.control_plane = ControlPlane(options)
         self.proxies: dict[str, Child] = {}
         self.backends: dict[str, Child] = {}
@@ -192,6 +196,7 @@ class LocalRunner:
             "--readiness-port", str(readiness_port),
             "--stats-port", str(free_port()),
             "--drain-seconds", str(self.drain_seconds),
+            "--log-level", self.envoy_log_level,
         ]  # fmt: skip
         description = f"{spec.description}: proxy {spec.namespace}/{spec.name} (admin 127.0.0.1:{admin_port})"
         child = await self._spawn(args, f"[{spec.name}]", description)
@@ -204,6 +209,7 @@ class LocalRunner:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C goes to us; we stop children in order
+            preexec_fn=die_with_parent(),
         )  # fmt: skip
         log.info("started %s (pid %d)", description, process.pid)
         pump = asyncio.create_task(_pump_output(process, prefix))
@@ -267,8 +273,10 @@ async def _pump_output(process: asyncio.subprocess.Process, prefix: str) -> None
     await process.wait()
 
 
-async def run_up(options: ControlPlaneOptions, drain_seconds: float = 1.0) -> None:
-    runner = LocalRunner(options, drain_seconds=drain_seconds)
+async def run_up(options: ControlPlaneOptions, drain_seconds: float = 1.0, envoy_log_level: str = "warning") -> None:
+    from waymesh.cli.runtime import wait_for_stop_signal
+
+    runner = LocalRunner(options, drain_seconds=drain_seconds, envoy_log_level=envoy_log_level)
     await runner.start()
     try:
         ready = await runner.wait_ready()
@@ -285,6 +293,7 @@ async def run_up(options: ControlPlaneOptions, drain_seconds: float = 1.0) -> No
             f"  debug: http://{options.debug_host}:{options.debug_port}/debug/syncz   (Ctrl-C stops everything)",
             file=sys.stderr,
         )
-        await asyncio.Event().wait()
+        signal_name = await wait_for_stop_signal()
+        print(f"{signal_name}: stopping proxies (draining), backends and the control plane", file=sys.stderr)
     finally:
         await runner.stop()

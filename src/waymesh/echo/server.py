@@ -95,6 +95,10 @@ class Server:
                 await serve_http1(reader, writer, self.echo, info, initial)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            # close() cancels open keep-alive connections. Ending normally here keeps asyncio's
+            # start_server callback from logging the cancellation as an unhandled error.
+            pass
         finally:
             self._handlers.discard(task)
             writer.close()

@@ -14,12 +14,12 @@ Durations are float seconds. Percentages are floats in [0, 100].
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 # --- matching ------------------------------------------------------------------------------
 
 
-class MatchKind(str, Enum):
+class MatchKind(StrEnum):
     EXACT = "exact"
     PREFIX = "prefix"
     SUFFIX = "suffix"
@@ -199,7 +199,7 @@ class RouteTable:
 # --- listeners -----------------------------------------------------------------------------
 
 
-class TLSMode(str, Enum):
+class TLSMode(StrEnum):
     SIMPLE = "SIMPLE"  # server cert only
     MUTUAL = "MUTUAL"  # server cert + client cert required and verified against a CA
     OPTIONAL_MUTUAL = "OPTIONAL_MUTUAL"
@@ -264,14 +264,14 @@ class Listener:
 # --- upstreams -----------------------------------------------------------------------------
 
 
-class Discovery(str, Enum):
+class Discovery(StrEnum):
     EDS = "eds"  # endpoints pushed by the control plane (ClusterLoadAssignment)
     STRICT_DNS = "strict_dns"  # Envoy resolves every host, uses all addresses
     LOGICAL_DNS = "logical_dns"  # Envoy resolves, connects to the first address
     ORIGINAL_DST = "original_dst"  # pass-through to the original destination
 
 
-class LbPolicy(str, Enum):
+class LbPolicy(StrEnum):
     ROUND_ROBIN = "ROUND_ROBIN"
     LEAST_REQUEST = "LEAST_REQUEST"
     RANDOM = "RANDOM"

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from waymesh.tools.children import die_with_parent
+
 PYTHON = sys.executable
 
 
@@ -110,6 +112,7 @@ class Mesh:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         process = Process(name, popen, log_path)
