@@ -238,8 +238,8 @@ class _Translator:
         kept = self._dedupe_sni(chains)
         if not kept:
             s = servers[0]
-            report(self.ctx, s.gw, s.path, f"no VirtualService routes traffic for port {port}; "
-                   "no listener is created", "warning")
+            report(self.ctx, s.gw, s.path, f"nothing to serve on port {port} (no VirtualService routes "
+                   "traffic here, or the servers' TLS settings are unusable); no listener is created", "warning")
             return None
         return ir.Listener(name=f"{bind}_{port}", address=bind, port=port, filter_chains=tuple(kept),
                            access_log_path=self.access_log)
