@@ -71,7 +71,8 @@ class OfflineMesh:
             return json.dumps(data, indent=2)
         import yaml
 
-        return str(yaml.safe_dump(data, sort_keys=False))
+        # MessageToDict returns OrderedDicts inside Any fields; plain JSON types dump cleanly.
+        return str(yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False))
 
 
 def _to_dict(body: any_pb2.Any) -> dict[str, object]:
