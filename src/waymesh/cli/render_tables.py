@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table as RichTable
 
 SECTIONS = ("listeners", "routes", "clusters", "endpoints", "secrets", "all")
 
-console = Console()
+# Piped output (scripts, grep) gets wide lines; on a terminal long names wrap instead of being
+# cut, so a cluster name can always be copied whole.
+console = Console(width=None if sys.stdout.isatty() else 250)
 
 
-def _dump_section(dump: dict[str, Any], type_suffix: str) -> dict[str, Any]:
+def Table(*headers: str, title: str) -> RichTable:  # noqa: N802 - reads like the rich class it wraps
+    table = RichTable(title=title)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
+def _dump_section(dump: dict[str, Any], type_name: str) -> dict[str, Any]:
+    # Exact message name: "RoutesConfigDump" must not match "ScopedRoutesConfigDump".
     for config in dump.get("configs", []):
-        if config.get("@type", "").endswith(type_suffix):
+        if config.get("@type", "").rsplit(".", 1)[-1] == type_name:
             return dict(config)
     return {}
 

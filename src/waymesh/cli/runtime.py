@@ -34,15 +34,27 @@ def split_host_port(address: str, default_host: str = "127.0.0.1") -> tuple[str,
     return (host.strip("[]") or default_host), int(port)
 
 
-async def wait_for_stop_signal() -> str:
-    """Wait for SIGINT (Ctrl-C) or SIGTERM; returns the signal's name. Shutdown then runs in order."""
-    import asyncio
-    import signal
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM both start an orderly shutdown.
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    received: list[str] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name), stop.set()))
-    await stop.wait()
-    return received[0]
+    Install this first thing, so a signal that arrives while the process is still starting
+    also stops it in order instead of killing it with children left behind.
+    """
+
+    def __init__(self) -> None:
+        import asyncio
+        import signal
+
+        self.received: str | None = None
+        self._event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._set, sig.name)
+
+    def _set(self, name: str) -> None:
+        self.received = self.received or name
+        self._event.set()
+
+    async def wait(self) -> str:
+        await self._event.wait()
+        return self.received or "signal"

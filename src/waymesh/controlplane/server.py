@@ -190,12 +190,12 @@ class ControlPlane:
 
 async def run_control_plane(options: ControlPlaneOptions) -> None:
     """Run until SIGINT or SIGTERM, then stop in order."""
-    from waymesh.cli.runtime import wait_for_stop_signal
+    from waymesh.cli.runtime import StopSignals
 
+    signals = StopSignals()
     control_plane = ControlPlane(options)
-    await control_plane.start()
     try:
-        signal_name = await wait_for_stop_signal()
-        log.info("%s: stopping", signal_name)
+        await control_plane.start()
+        log.info("%s: stopping", await signals.wait())
     finally:
         await control_plane.stop()

@@ -263,6 +263,32 @@ class LocalRunner:
         return sorted(set(lines))
 
 
+def print_summary(runner: LocalRunner, options: ControlPlaneOptions, ready: bool) -> None:
+    problems = runner.control_plane.problems()
+    print("", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} config problem(s) (run `waymesh validate` for details):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+    print("waymesh is up." if ready else "waymesh is up, but some proxies are not ready yet.", file=sys.stderr)
+    for line in runner.endpoints_summary():
+        print(f"  {line}", file=sys.stderr)
+    print(
+        f"  debug: http://{options.debug_host}:{options.debug_port}/debug/syncz   (Ctrl-C stops everything)",
+        file=sys.stderr,
+    )
+
+
+async def _first(work: Any, stop: Any) -> Any:
+    """Result of `work`, unless `stop` finishes first (then None)."""
+    work_task, stop_task = asyncio.ensure_future(work), asyncio.ensure_future(stop)
+    done, _ = await asyncio.wait([work_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
+    if work_task in done:
+        return work_task.result()
+    work_task.cancel()
+    return None
+
+
 async def _pump_output(process: asyncio.subprocess.Process, prefix: str) -> None:
     assert process.stdout is not None
     while True:
@@ -274,26 +300,16 @@ async def _pump_output(process: asyncio.subprocess.Process, prefix: str) -> None
 
 
 async def run_up(options: ControlPlaneOptions, drain_seconds: float = 1.0, envoy_log_level: str = "warning") -> None:
-    from waymesh.cli.runtime import wait_for_stop_signal
+    from waymesh.cli.runtime import StopSignals
 
+    signals = StopSignals()
     runner = LocalRunner(options, drain_seconds=drain_seconds, envoy_log_level=envoy_log_level)
-    await runner.start()
     try:
-        ready = await runner.wait_ready()
-        problems = runner.control_plane.problems()
-        print("", file=sys.stderr)
-        if problems:
-            print(f"{len(problems)} config problem(s) (run `waymesh validate` for details):", file=sys.stderr)
-            for problem in problems:
-                print(f"  {problem}", file=sys.stderr)
-        print("waymesh is up." if ready else "waymesh is up, but some proxies are not ready yet.", file=sys.stderr)
-        for line in runner.endpoints_summary():
-            print(f"  {line}", file=sys.stderr)
-        print(
-            f"  debug: http://{options.debug_host}:{options.debug_port}/debug/syncz   (Ctrl-C stops everything)",
-            file=sys.stderr,
-        )
-        signal_name = await wait_for_stop_signal()
+        await runner.start()
+        ready = await _first(runner.wait_ready(), signals.wait())
+        if signals.received is None:
+            print_summary(runner, options, ready)
+        signal_name = await signals.wait()
         print(f"{signal_name}: stopping proxies (draining), backends and the control plane", file=sys.stderr)
     finally:
         await runner.stop()
