@@ -37,6 +37,8 @@ def gateway_api_config(ctx: TranslateContext, gateway: ConfigKey) -> ir.ProxyCon
         return ir.ProxyConfig()
     parents = routes_for(ctx, gw)
     report_parent_problems(ctx, gw, parents)
+    if not gw.accepted.status:
+        return ir.ProxyConfig()
     return _Builder(ctx, gw, parents).build()
 
 
@@ -213,7 +215,7 @@ class _Builder:
         bound = self.bindings.get(id(lst), [])
         for n, (route, _b) in enumerate(bound):
             if n > 0:
-                report(self.ctx, route, "spec.parentRefs", f"listener {lst.name!r} already forwards to an older route; this one gets no traffic", "warning")
+                report(self.ctx, route, "spec.parentRefs", f"listener {lst.name!r} already forwards to a route that takes precedence (older, or first by namespace/name); this one gets no traffic", "warning")
                 continue
             clusters = self._l4_clusters(route)
             if clusters:
@@ -240,7 +242,7 @@ class _Builder:
                 if port.owner(host) is not lst:
                     continue
                 if key in taken:
-                    report(self.ctx, route, "spec.hostnames", f"SNI {host} on port {port.port} is already served by an older route or listener", "warning")
+                    report(self.ctx, route, "spec.hostnames", f"SNI {host} on port {port.port} is already served by a listener or a route that takes precedence", "warning")
                     continue
                 names.append(key)
             if not names:

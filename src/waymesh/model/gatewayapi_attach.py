@@ -111,9 +111,9 @@ def _bind(ctx: TranslateContext, gw: ResolvedGateway, route: ConfigObject, index
         return result
     admitted = [lst for lst in selected if _admits(ctx, lst, route)]
     if not admitted:
-        result.accepted = Cond(
-            False, "NotAllowedByListeners", f"no selected listener allows a {route.kind} from namespace {route.namespace}"
-        )
+        kinds_ok = any((GATEWAY_API, route.kind) in lst.supported_kinds for lst in selected)
+        why = f"from namespace {route.namespace}" if kinds_ok else f"of kind {route.kind}"
+        result.accepted = Cond(False, "NotAllowedByListeners", f"no selected listener allows routes {why}")
         return result
     route_hosts = list(getattr(route.spec, "hostnames", []) or [])
     for lst in admitted:

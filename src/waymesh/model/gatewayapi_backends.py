@@ -38,7 +38,8 @@ def resolve_backend(
     gateway: ConfigObject | None = None,
 ) -> Backend:
     """The cluster for one backendRef of `route`. `protocol` forces the upstream protocol
-    ("http2" for gRPC, "tcp" for L4 routes); `gateway` supplies a backend client certificate."""
+    ("http2" for gRPC, "tcp" for L4 routes; "http" keeps HTTP/2 if the port says so, else
+    HTTP/1.1); `gateway` supplies a backend client certificate."""
     ns = ref.namespace or route.namespace
     kind_id = (ref.group, ref.kind)
     if kind_id == (CORE, "Service"):
@@ -64,7 +65,10 @@ def resolve_backend(
     cluster, why = resolve_cluster(ctx, svc.hostname, port, from_namespace=route.namespace)
     if cluster is None:
         return _fail("BackendNotFound", why or f"{what} has no port {port}")
-    if protocol is not None and cluster.protocol != protocol:
+    if protocol == "http" and cluster.protocol not in ("http1", "http2", "auto"):
+        # An HTTPRoute backend speaks HTTP whatever its port is named (the spec lets the route type decide).
+        protocol = "http1"
+    if protocol not in (None, "http") and cluster.protocol != protocol:
         cluster = replace(cluster, protocol=protocol)
     backend = Backend(cluster)
     _apply_backend_tls(ctx, backend, svc, port, gateway)

@@ -42,6 +42,8 @@ class ResolvedListener:
     conflicted: Cond = field(default_factory=lambda: Cond(False, "NoConflicts"))
     tls: ir.ServerTLS | None = None
     secrets: list[ir.Secret] = field(default_factory=list)
+    # False when TLS termination cannot work (no usable certificate): nothing is served.
+    tls_ok: bool = True
     attached_routes: int = 0
 
     @property
@@ -71,7 +73,7 @@ class ResolvedListener:
     @property
     def usable(self) -> bool:
         """Routes may attach regardless; traffic flows only through usable listeners."""
-        return self.accepted.status and not self.conflicted.status and self.resolved_refs.status
+        return self.accepted.status and not self.conflicted.status and self.tls_ok and bool(self.supported_kinds)
 
     @property
     def programmed(self) -> Cond:
@@ -79,7 +81,7 @@ class ResolvedListener:
             return Cond(False, self.accepted.reason, self.accepted.message)
         if self.conflicted.status:
             return Cond(False, "Invalid", f"listener is conflicted: {self.conflicted.message}")
-        if not self.resolved_refs.status:
+        if not self.usable:
             return Cond(False, "Invalid", f"listener references are not resolved: {self.resolved_refs.message}")
         return Cond(True, "Programmed")
 
@@ -214,6 +216,8 @@ def _resolve_certificates(ctx: TranslateContext, rl: ResolvedListener) -> None:
             rl.resolved_refs = Cond(True, "ResolvedRefs", f"{where}: only the first certificate is served")
     if rl.tls is None and rl.resolved_refs.status:
         _fail_refs(rl, "InvalidCertificateRef", "no usable certificate (tls.options alone are not supported)")
+    # With at least one good certificate the listener serves; bad refs still show in ResolvedRefs.
+    rl.tls_ok = rl.tls is not None
 
 
 def _fail_refs(rl: ResolvedListener, reason: str, message: str) -> None:

@@ -239,7 +239,7 @@ class RouteTranslator:
         for k, ref in enumerate(rule.backendRefs):
             bpath = f"{path}.backendRefs[{k}]"
             total += ref.weight
-            backend = resolve_backend(self.ctx, route, ref, "http2" if grpc else None, self.gateway)
+            backend = resolve_backend(self.ctx, route, ref, "http2" if grpc else "http", self.gateway)
             if backend.cluster is None:
                 out.problems.append(RefProblem(bpath, backend.reason or "BackendNotFound", backend.message))
                 r.invalid_weight += ref.weight
@@ -289,7 +289,7 @@ class RouteTranslator:
             r.cors = _cors(f.cors)
         elif t == "RequestMirror":
             mirror = f.requestMirror
-            backend = resolve_backend(self.ctx, route, mirror.backendRef, "http2" if grpc else None, self.gateway)
+            backend = resolve_backend(self.ctx, route, mirror.backendRef, "http2" if grpc else "http", self.gateway)
             if backend.cluster is None:
                 # An unusable mirror must not break the primary traffic: it is dropped and reported.
                 out.problems.append(RefProblem(f"{path}.requestMirror.backendRef", backend.reason or "BackendNotFound", backend.message))

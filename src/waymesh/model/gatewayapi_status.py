@@ -16,7 +16,13 @@ from waymesh.model.context import TranslateContext
 from waymesh.model.gatewayapi import report_parent_problems, report_ref_problems
 from waymesh.model.gatewayapi_attach import ParentResult, routes_for
 from waymesh.model.gatewayapi_backends import policy_for, resolve_backend, upstream_tls
-from waymesh.model.gatewayapi_common import CONTROLLERS, ROUTE_KINDS
+from waymesh.model.gatewayapi_common import (
+    CONTROLLERS,
+    IMPLICIT_CLASSES,
+    ROUTE_KINDS,
+    WAYMESH_CONTROLLER,
+    WAYPOINT_CLASSES,
+)
 from waymesh.model.gatewayapi_listeners import Cond, ResolvedGateway, ResolvedListener, resolve_gateway
 from waymesh.model.gatewayapi_routes import ListenerContext, RefProblem, RouteTranslator
 from waymesh.model.istio_report import report
@@ -66,6 +72,7 @@ def compute_status(ctx: TranslateContext, now: str | None = None) -> dict[Config
     for gw_obj in ctx.store.list(GATEWAY_API, "Gateway"):
         gw = resolve_gateway(ctx, gw_obj.key)
         if gw is None:
+            _report_unknown_class(ctx, gw_obj)
             continue
         parents = routes_for(ctx, gw)
         report_parent_problems(ctx, gw, parents)
@@ -130,7 +137,7 @@ def _gateway_status(clock: _Clock, gw: ResolvedGateway) -> dict[str, Any]:
     )
     status: dict[str, Any] = {
         # 0.0.0.0: without spec.addresses the proxy listens on every interface of its host.
-        "addresses": [{"type": "IPAddress", "value": a} for a in gw.addresses],
+        "addresses": [{"type": "IPAddress", "value": a} for a in gw.addresses] if gw.accepted.status else [],
         "conditions": [
             clock.condition(gw.obj, "", "Accepted", gw.accepted),
             clock.condition(gw.obj, "", "Programmed", programmed),
@@ -193,6 +200,18 @@ def _parent_status(clock: _Clock, gw: ResolvedGateway, pr: ParentResult, problem
             clock.condition(pr.route, scope, "ResolvedRefs", resolved),
         ],
     }
+
+
+def _report_unknown_class(ctx: TranslateContext, gw: ConfigObject) -> None:
+    name = gw.spec.gatewayClassName  # type: ignore[attr-defined]
+    if name in WAYPOINT_CLASSES or ctx.store.get(ConfigKey(GATEWAY_API, "GatewayClass", "", name)) is not None:
+        return  # another controller's class, or a waypoint: not ours to judge
+    report(
+        ctx, gw, "spec.gatewayClassName",
+        f"GatewayClass {name!r} does not exist, so no controller serves this Gateway (waymesh serves classes "
+        f"{', '.join(sorted(IMPLICIT_CLASSES))} and any class with controllerName {WAYMESH_CONTROLLER})",
+        "warning",
+    )
 
 
 def _report_dangling_parents(ctx: TranslateContext) -> None:
