@@ -20,7 +20,7 @@ from waymesh.config.loader import load_text
 from waymesh.config.mesh import MeshConfig
 from waymesh.config.store import ConfigStore
 from waymesh.config.types import GATEWAY_API
-from waymesh.model import gatewayapi_status
+from waymesh.model import gatewayapi_status, ir
 from waymesh.model.context import TranslateContext
 from waymesh.model.credentials import CredentialStore
 from waymesh.model.gatewayapi import gateway_api_config
@@ -70,6 +70,12 @@ def context_for(text: str, file: str) -> tuple[TranslateContext, list[str]]:
     )
     loading = [str(e) for e in [*store.errors(), *changes.new_errors]]
     return ctx, loading
+
+
+def translate_configs(name: str) -> dict[str, ir.ProxyConfig]:
+    file = f"{name}.in.yaml"
+    ctx, _ = context_for((TESTDATA / file).read_text(), file)
+    return {f"{gw.namespace}/{gw.name}": gateway_api_config(ctx, gw.key) for gw in ctx.store.list(GATEWAY_API, "Gateway")}
 
 
 def translate_case(name: str) -> dict[str, Any]:
