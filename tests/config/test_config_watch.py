@@ -28,6 +28,7 @@ async def watched(tmp_path):
     source = DirectorySource(tmp_path, store)
     task = asyncio.create_task(source.run())
     await asyncio.wait_for(source.ready.wait(), 10)
+    assert store.get(key("a")) is not None  # in the store before the watcher is even up
     store.subscribe(changes.put_nowait)
     yield tmp_path, store, changes
     source.stop()
@@ -41,9 +42,18 @@ async def until(predicate, within: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_initial_load(watched):
-    _, store, _ = watched
-    assert store.get(key("a")) is not None
+async def test_edit_before_watcher_is_live_is_not_lost(tmp_path):
+    (tmp_path / "a.yaml").write_text(svc("a"))
+    store = ConfigStore()
+    source = DirectorySource(tmp_path, store)
+    task = asyncio.create_task(source.run())
+    await asyncio.wait_for(source.ready.wait(), 10)
+    (tmp_path / "a.yaml").write_text(svc("a", 81))
+    (tmp_path / "b.yaml").write_text(svc("b"))
+    await asyncio.wait_for(source.watching.wait(), 10)
+    await until(lambda: store.get(key("b")) is not None and store.get(key("a")).spec.ports[0].port == 81)
+    source.stop()
+    await asyncio.wait_for(task, 10)
 
 
 async def test_new_edit_delete(watched):
@@ -104,3 +114,10 @@ def test_load_directory_offline(tmp_path):
     assert sorted((os.path.basename(e.file), e.line) for e in errors) == [("1.yaml", 9), ("2.yaml", 1)]
     _, errors = load_directory(tmp_path / "nope")
     assert errors[0].reason == "not a directory"
+
+
+async def test_emptied_file_removes_its_objects(watched):
+    d, store, _ = watched
+    (d / "a.yaml").write_text("")
+    await until(lambda: store.get(key("a")) is None)
+    assert store.errors() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 import watchfiles
@@ -16,6 +17,18 @@ from waymesh.config.types import ConfigError, ConfigObject
 log = logging.getLogger("waymesh.config")
 
 YAML_SUFFIXES = (".yaml", ".yml")
+
+
+_READ_ATTEMPTS = 3
+_REREAD_DELAY = 0.05
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, -1)
+    return (st.st_mtime_ns, st.st_size)
 
 
 def _ignored_name(name: str) -> bool:
@@ -76,13 +89,15 @@ class DirectorySource:
 
     `await source.run()` loads everything (one batch, so references across files resolve),
     then applies each batch of file changes as it arrives. `ready` is set once the initial
-    load is in the store and the watcher is live (no edit after that can be missed).
+    load is in the store; `watching` once the watcher is live. An edit made between the two is
+    not lost: a rescan (of changed files only) runs when the watcher comes up.
     """
 
     def __init__(self, directory: str | Path, store: ConfigStore) -> None:
         self.root = Path(directory).resolve()
         self.store = store
         self.ready = asyncio.Event()
+        self.watching = asyncio.Event()
         self._stop = asyncio.Event()
         # (mtime_ns, size) per loaded file, to skip unchanged files on a rescan.
         self._stats: dict[str, tuple[int, int]] = {}
@@ -98,6 +113,7 @@ class DirectorySource:
         if not self.root.is_dir():
             raise FileNotFoundError(f"config directory {self.root} does not exist")
         self._apply(await asyncio.to_thread(self._updates_for_rescan))
+        self.ready.set()
         started = False
         # yield_on_timeout: the first (possibly empty) batch tells us the watcher is running;
         # a rescan then catches anything edited between the initial load and that moment.
@@ -113,7 +129,7 @@ class DirectorySource:
                 if not started:
                     started = True
                     self._apply(await asyncio.to_thread(self._updates_for_rescan))
-                    self.ready.set()
+                    self.watching.set()
                     log.info("watching %s (%d objects in force)", self.root, len(self.store))
                 if changes:
                     paths = {Path(p) for _, p in changes}
@@ -164,15 +180,23 @@ class DirectorySource:
 
     def _load_if_changed(self, path: Path, force: bool = False) -> SourceUpdate | None:
         name = str(path)
-        try:
-            st = path.stat()
-            stat = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            stat = (0, -1)
-        if not force and self._stats.get(name) == stat:
+        stat = _stat(path)
+        previous = self._stats.get(name)
+        if not force and previous == stat:
             return None
+        # Editors save by truncate-then-write; a read in between sees a torn or empty file and
+        # would drop the file's objects (and their last good versions). Re-read while the file
+        # changes under us, or while it is empty but had content before.
+        for _ in range(_READ_ATTEMPTS):
+            update = _update(path)
+            after = _stat(path)
+            torn = after != stat or (after[1] == 0 and previous is not None and previous[1] > 0)
+            stat = after
+            if not torn:
+                break
+            time.sleep(_REREAD_DELAY)
         self._stats[name] = stat
-        return _update(path)
+        return update
 
     def _apply(self, updates: list[SourceUpdate]) -> ChangeSet:
         if not updates:
