@@ -1024,6 +1024,3 @@ for _info in (
     KindInfo(GATEWAY_API, "TLSRoute", TLSRouteSpec, ("v1", "v1alpha3", "v1alpha2")),
 ):
     register_kind(_info)
-
-# Reference checks live with the translator; importing registers them with the kinds above.
-from waymesh.model import gatewayapi_checks  # noqa: E402, F401
