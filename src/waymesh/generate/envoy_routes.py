@@ -112,7 +112,10 @@ def _set_path(m: rc.RouteMatch, path: ir.StringMatch) -> None:
 def header_matcher(h: ir.HeaderMatch) -> rc.HeaderMatcher:
     if h.match is None:
         return rc.HeaderMatcher(name=h.name, present_match=True, invert_match=h.invert)
-    return rc.HeaderMatcher(name=h.name, string_match=string_matcher(h.match), invert_match=h.invert)
+    # An inverted value match must also hold when the header is missing (Istio withoutHeaders);
+    # Envoy otherwise fails every value match on a missing header, inverted or not.
+    return rc.HeaderMatcher(name=h.name, string_match=string_matcher(h.match), invert_match=h.invert,
+                            treat_missing_header_as_empty=h.invert)
 
 
 # --- actions -------------------------------------------------------------------------------
