@@ -1,0 +1,242 @@
+"""Shared pieces of the Istio gateway end-to-end tests: one mesh per test module, statistics, checks.
+
+Each module starts its echo backends, writes all of its YAML at once, then starts one control
+plane and one gateway proxy (labels `istio=ingressgateway`) that every test of the module uses.
+Tests tell their routes apart by Host header, so they cannot disturb each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from waymesh.ca.selfsigned import IssuedCertificate, issue_self_signed, write_credential
+from waymesh.controlplane.offline import OfflineMesh
+from waymesh.generate.validate import validate_with_envoy
+from waymesh.tools.harness import Mesh, Process, echo_json, free_port, running_mesh, wait_until
+
+LABELS = {"istio": "ingressgateway"}
+PROXY = "ingressgateway"
+
+GATEWAY_HEADER = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+"""
+
+
+@dataclass
+class Backend:
+    name: str
+    address: str
+    port: int
+    process: Process
+
+    def log_lines(self) -> list[str]:
+        """Request lines the echo printed (method, path, headers JSON); not its startup line."""
+        return [line for line in self.process.log().splitlines() if not line.startswith("echo ")]
+
+
+@dataclass
+class Scenario:
+    """A running gateway and its backends, shared by one module's tests."""
+
+    mesh: Mesh
+    ports: dict[str, int]
+    backends: dict[str, Backend] = field(default_factory=dict)
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+
+    def url(self, path: str = "/", port: str = "http") -> str:
+        return f"http://127.0.0.1:{self.ports[port]}{path}"
+
+    def get(self, host: str, path: str = "/", port: str = "http", **kw: Any) -> httpx.Response:
+        return self.request("GET", host, path, port, **kw)
+
+    def request(
+        self, method: str, host: str, path: str = "/", port: str = "http", **kw: Any
+    ) -> httpx.Response:
+        headers = {"host": host, **kw.pop("headers", {})}
+        return self.client.request(method, self.url(path, port), headers=headers, **kw)
+
+    def echo(self, host: str, path: str = "/", port: str = "http", **kw: Any) -> dict[str, Any]:
+        return echo_json(self.get(host, path, port, **kw))
+
+
+def start_backend(
+    mesh: Mesh, name: str, address: str = "127.0.0.1", extra: list[str] | None = None
+) -> Backend:
+    process = mesh.start_echo(name, address=address, extra=extra)
+    return Backend(name, address, process.ports["http"], process)
+
+
+@contextlib.contextmanager
+def scenario(
+    workdir: Path,
+    port_names: tuple[str, ...],
+    backends: dict[str, str],
+    config: Callable[[Scenario], dict[str, str]],
+    ready: Callable[[Scenario], bool],
+    before_start: Callable[[Scenario], None] | None = None,
+) -> Iterator[Scenario]:
+    """Start `backends` (name -> loopback address), write `config(scn)` (file -> YAML), start
+    the control plane and the gateway, and wait until `ready(scn)` holds."""
+    with running_mesh(workdir) as mesh:
+        scn = Scenario(mesh, {name: free_port() for name in port_names})
+        for name, address in backends.items():
+            scn.backends[name] = start_backend(mesh, name, address)
+        if before_start is not None:
+            before_start(scn)
+        for file, text in config(scn).items():
+            mesh.write(file, text)
+        mesh.start_control_plane()
+        mesh.start_proxy(PROXY, labels=LABELS)
+        wait_until(lambda: ready(scn), timeout=30, what=f"routes live; control plane errors: {_errors(mesh)}")
+        try:
+            yield scn
+        finally:
+            scn.client.close()
+
+
+def _errors(mesh: Mesh) -> Any:
+    with contextlib.suppress(Exception):
+        return mesh.errors()
+    return "?"
+
+
+# --- checks shared by every module -----------------------------------------------------------
+
+
+def assert_no_config_problems(mesh: Mesh) -> None:
+    """Everything the module wrote is valid and in force: no errors and no warnings."""
+    assert mesh.errors() == []
+
+
+def assert_envoy_validates(mesh: Mesh) -> None:
+    """The config the control plane builds from this directory passes `envoy --mode validate`,
+    and is what the running Envoy accepted (it serves every listener the IR holds)."""
+    offline = OfflineMesh.load(mesh.config_dir, credentials_dir=mesh.credentials_dir)
+    proxy = offline.proxy_for(PROXY, ",".join(f"{k}={v}" for k, v in LABELS.items()))
+    config, problems = offline.index.translate(proxy)
+    assert not [p for p in problems if p.severity == "error"], [str(p) for p in problems]
+    assert config.listeners, "no listener translated"
+    ok, output = validate_with_envoy(config)
+    assert ok, output
+    dump = mesh.envoy_config_dump(PROXY)
+    live = {
+        entry["active_state"]["listener"]["name"]
+        for cfg in dump["configs"]
+        if cfg["@type"].endswith("ListenersConfigDump")
+        for entry in cfg.get("dynamic_listeners", [])
+        if "active_state" in entry
+    }
+    assert {lst.name for lst in config.listeners} == live
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def binomial_bounds(n: int, p: float, alpha: float = 1e-6) -> tuple[int, int]:
+    """[lo, hi] holding a Binomial(n, p) count with probability >= 1 - alpha.
+
+    Exact tails (log space, so large n does not overflow): a correct proxy fails such a check
+    about once in a million runs, and a wrong split (say 50/50 instead of 80/20) almost always.
+    """
+
+    def log_pmf(k: int) -> float:
+        if p in (0.0, 1.0):
+            return 0.0 if k == round(n * p) else -math.inf
+        return (
+            math.lgamma(n + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(n - k + 1)
+            + k * math.log(p)
+            + (n - k) * math.log1p(-p)
+        )
+
+    pmf = [math.exp(log_pmf(k)) for k in range(n + 1)]
+    lo, tail = 0, 0.0
+    while lo < n and tail + pmf[lo] <= alpha / 2:
+        tail += pmf[lo]
+        lo += 1
+    hi, tail = n, 0.0
+    while hi > 0 and tail + pmf[hi] <= alpha / 2:
+        tail += pmf[hi]
+        hi -= 1
+    return lo, hi
+
+
+def wait_stable(count: Callable[[], int], settle: float = 0.6, timeout: float = 15.0) -> int:
+    """Poll `count()` until it stops changing for `settle` seconds (mirrored requests are async)."""
+    last = (count(), time.monotonic())
+
+    def stable() -> bool:
+        nonlocal last
+        now = count()
+        if now != last[0]:
+            last = (now, time.monotonic())
+            return False
+        return time.monotonic() - last[1] >= settle
+
+    wait_until(stable, timeout=timeout, interval=0.1, what="count to settle")
+    return last[0]
+
+
+def log_requests(backend: Backend, marker: str) -> list[tuple[str, str, dict[str, list[str]]]]:
+    """(method, path, headers) of each request the echo logged whose path contains `marker`."""
+    out = []
+    for line in backend.log_lines():
+        method, _, rest = line.partition(" ")
+        path, _, headers = rest.partition(" ")
+        if marker in path:
+            out.append((method, path, json.loads(headers)))
+    return out
+
+
+# --- certificates ----------------------------------------------------------------------------
+
+
+def credential(mesh: Mesh, name: str, hosts: list[str]) -> IssuedCertificate:
+    """A real CA + certificate for `hosts`, written as credential `name` (credentialName)."""
+    issued = issue_self_signed(hosts, ca_name=f"{name} CA")
+    write_credential(mesh.credentials_dir / name, issued)
+    return issued
+
+
+def write_pems(directory: Path, name: str, issued: IssuedCertificate) -> dict[str, str]:
+    """The PEM files of `issued` under `directory` (for clients and TLS echo backends)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for part, data in (("cert", issued.cert_pem), ("key", issued.key_pem), ("ca", issued.ca_pem)):
+        path = directory / f"{name}.{part}.pem"
+        path.write_bytes(data)
+        paths[part] = str(path)
+    return paths
+
+
+def client_context(ca_pem: bytes, cert: dict[str, str] | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    if cert is not None:
+        ctx.load_cert_chain(cert["cert"], cert["key"])
+    return ctx
+
+
+def peer_certificate(port: int, sni: str, ca_pem: bytes) -> dict[str, Any]:
+    """The certificate the gateway presents for `sni` (verified against `ca_pem`)."""
+    import socket
+
+    ctx = client_context(ca_pem)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+            return dict(tls.getpeercert() or {})
