@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from waymesh.config.watch import WATCH_STEP_MS
 from waymesh.tools.harness import Mesh, free_port, running_mesh
 
 GATEWAY = """\
@@ -89,7 +90,9 @@ def measure_watch_floor(samples: int) -> list[float]:
         stop = threading.Event()
 
         def watcher() -> None:
-            for changes in watchfiles.watch(root, stop_event=stop, yield_on_timeout=True, rust_timeout=1000):
+            for changes in watchfiles.watch(
+                root, stop_event=stop, yield_on_timeout=True, rust_timeout=1000, step=WATCH_STEP_MS
+            ):
                 for _, path in changes:
                     name = Path(path).name
                     if name in written and len(results) < len(written):
