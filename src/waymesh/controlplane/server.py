@@ -57,6 +57,7 @@ class ControlPlane:
         self.translation_problems: dict[str, list[ConfigError]] = {}
         self.gateway_status: dict[str, Any] = {}
         self._dirty = asyncio.Event()
+        self._status_dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._debug: Any = None
         self.pushes = 0
@@ -77,6 +78,7 @@ class ControlPlane:
             source_task.result()  # raises why the directory could not be read
         self._refresh_status()
         self._tasks.append(asyncio.create_task(self._push_loop(), name="push-loop"))
+        self._tasks.append(asyncio.create_task(self._status_loop(), name="status-loop"))
         if self.options.credentials_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_credentials(), name="credentials"))
         await self.xds.start(self.options.xds_host, self.options.xds_port)
@@ -125,11 +127,19 @@ class ControlPlane:
             self.index.invalidate_registry()
             for state in list(self.index.proxies.values()):
                 self._push_proxy(state.proxy)
-            self._refresh_status()
             self.pushes += 1
             self.last_push_seconds = time.perf_counter() - started
-            # Let the xDS streams send before looking at the next batch of changes.
+            # Status is for people, not proxies: computed after the xDS streams had their turn.
+            self._status_dirty.set()
             await asyncio.sleep(0)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self._status_dirty.wait()
+            # Yield once more so the streams woken by the push write their responses first.
+            await asyncio.sleep(0)
+            self._status_dirty.clear()
+            self._refresh_status()
 
     def _push_proxy(self, proxy: ProxyInfo) -> None:
         try:
