@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from waymesh.tools.harness import wait_until
+
 from .istio_gateway_support import (
     GATEWAY_HEADER,
     Scenario,
@@ -19,7 +21,6 @@ from .istio_gateway_support import (
     scenario,
     wait_stable,
 )
-from waymesh.tools.harness import wait_until
 
 BYTES_BODY = "hello, bytes"
 

@@ -46,7 +46,7 @@ def http_routes(up: Upstreams, vs: ConfigObject, gateway: ConfigObject, port: in
         ]
         if http.match and not matches:
             continue  # every match is for another gateway or port
-        action = _action(up, vs, http, path)
+        action = _action(up, vs, http, path, port)
         if action is None:
             continue
         common = dict(
@@ -109,9 +109,9 @@ def _match(m: Any) -> ir.RouteMatch:
 # --- actions ---------------------------------------------------------------------------------
 
 
-def _action(up: Upstreams, vs: ConfigObject, http: Any, path: str) -> ir.Action | None:
+def _action(up: Upstreams, vs: ConfigObject, http: Any, path: str, port: int) -> ir.Action | None:
     if http.redirect is not None:
-        return _redirect(http.redirect)
+        return _redirect(http.redirect, port)
     if http.directResponse is not None:
         return _direct(up, vs, http.directResponse, f"{path}.directResponse")
     clusters = up.weighted(vs, http.route, f"{path}.route", with_headers=True)
@@ -150,10 +150,14 @@ def _per_match(action: ir.Action, http: Any, match: ir.RouteMatch) -> ir.Action:
     )
 
 
-def _redirect(r: Any) -> ir.RedirectAction:
+def _redirect(r: Any, listener_port: int) -> ir.RedirectAction:
     port = r.port
-    if r.derivePort == "FROM_PROTOCOL_DEFAULT":
-        port = 443 if (r.scheme or "").lower() == "https" else 80
+    if r.derivePort == "FROM_REQUEST_PORT":
+        # Envoy cannot read the request's port; routes are built per gateway port, so use it (as Istio).
+        port = listener_port
+    elif r.derivePort == "FROM_PROTOCOL_DEFAULT":
+        # No port: Envoy then leaves it out of Location, which means the scheme's default.
+        port = None
     return ir.RedirectAction(
         scheme=r.scheme,
         host=r.authority,
