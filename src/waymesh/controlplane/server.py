@@ -15,8 +15,8 @@ from typing import Any
 
 from waymesh.config.mesh import MeshConfig, load_mesh_config
 from waymesh.config.store import ConfigStore
-from waymesh.config.types import ConfigError
-from waymesh.config.watch import DirectorySource
+from waymesh.config.types import ConfigError, ConfigKey
+from waymesh.config.watch import WATCH_STEP_MS, DirectorySource
 from waymesh.controlplane.node import proxy_from_node
 from waymesh.generate.resources import ResourceBuilder
 from waymesh.model.credentials import CredentialStore
@@ -54,7 +54,8 @@ class ControlPlane:
         self.cache = Cache()
         self.xds = XdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect)
         self.source = DirectorySource(options.config_dir, self.store)
-        self.translation_problems: dict[str, list[ConfigError]] = {}
+        self._changed_keys: set[ConfigKey] = set()
+        self._everything_changed = False
         self.gateway_status: dict[str, Any] = {}
         self._dirty = asyncio.Event()
         self._status_dirty = asyncio.Event()
@@ -111,21 +112,25 @@ class ControlPlane:
     async def _on_disconnect(self, node_id: str) -> None:
         log.info("proxy disconnected: %s", node_id)
         self.index.remove_proxy(node_id)
-        self.translation_problems.pop(node_id, None)
         self.cache.clear_node(node_id)
 
     # --- pushing ---------------------------------------------------------------------------
 
     def _on_store_change(self, changes: list[Any]) -> None:
+        self._changed_keys.update(key for key, _old, _new in changes)
         self._dirty.set()
 
     async def _push_loop(self) -> None:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            # Everything that changed since the last push, coalesced; no waiting for more.
+            keys, self._changed_keys = self._changed_keys, set()
+            everything, self._everything_changed = self._everything_changed, False
             started = time.perf_counter()
-            self.index.invalidate_registry()
-            for state in list(self.index.proxies.values()):
+            self.index.apply_changes(keys)
+            states = list(self.index.proxies.values()) if everything else self.index.affected_proxies(keys)
+            for state in states:
                 self._push_proxy(state.proxy)
             self.pushes += 1
             self.last_push_seconds = time.perf_counter() - started
@@ -142,6 +147,8 @@ class ControlPlane:
             self._refresh_status()
 
     def _push_proxy(self, proxy: ProxyInfo) -> None:
+        state = self.index.proxies.get(proxy.id)
+        before = {str(p) for p in state.problems} if state else set()
         try:
             config, problems = self.index.translate(proxy)
             resources = self.builder.build(config)
@@ -149,15 +156,10 @@ class ControlPlane:
             # A translator bug must not take down the proxies: they keep their last good config.
             log.exception("generating config for %s failed; the proxy keeps its last good config", proxy.id)
             return
-        self._report_new_problems(proxy.id, problems)
-        self.cache.set_node(proxy.id, resources)
-
-    def _report_new_problems(self, proxy_id: str, problems: list[ConfigError]) -> None:
-        before = {str(p) for p in self.translation_problems.get(proxy_id, [])}
         for problem in problems:
             if str(problem) not in before:
                 log.warning("config problem: %s", problem)
-        self.translation_problems[proxy_id] = problems
+        self.cache.set_node(proxy.id, resources)
 
     def _refresh_status(self) -> None:
         from waymesh.model.gatewayapi_status import compute_status
@@ -174,8 +176,9 @@ class ControlPlane:
 
         assert self.options.credentials_dir is not None
         self.options.credentials_dir.mkdir(parents=True, exist_ok=True)
-        async for _ in watchfiles.awatch(self.options.credentials_dir):
+        async for _ in watchfiles.awatch(self.options.credentials_dir, step=WATCH_STEP_MS):
             self.credentials.invalidate()
+            self._everything_changed = True
             self._dirty.set()
 
     # --- debug endpoints -------------------------------------------------------------------
@@ -184,8 +187,8 @@ class ControlPlane:
         seen: dict[str, ConfigError] = {}
         for problem in [*self.mesh_errors, *self.store.errors()]:
             seen.setdefault(str(problem), problem)
-        for problems in self.translation_problems.values():
-            for problem in problems:
+        for state in self.index.proxies.values():
+            for problem in state.problems:
                 seen.setdefault(str(problem), problem)
         return list(seen.values())
 

@@ -3,16 +3,30 @@
 The index turns "objects in force" plus "who is connected" into one `ir.ProxyConfig` per proxy.
 Translation is per proxy kind: a proxy labelled with a Gateway API gateway name gets that
 Gateway's config; any other router gets the Istio Gateways whose selector matches its labels.
+
+Do less work: while translating a proxy, the index records what it read from the store (the
+keys it fetched and the kinds it listed). A later change is translated again only for the
+proxies whose recorded reads it touches, so a route edit on one gateway leaves the others alone.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from waymesh.config.kinds import StoreView
 from waymesh.config.mesh import MeshConfig
-from waymesh.config.types import GATEWAY_API, ConfigError, ConfigKey
+from waymesh.config.types import (
+    CORE,
+    DISCOVERY,
+    GATEWAY_API,
+    ISTIO_NETWORKING,
+    ConfigError,
+    ConfigKey,
+    ConfigObject,
+)
 from waymesh.model import ir
 from waymesh.model.context import TranslateContext
 from waymesh.model.credentials import CredentialStore
@@ -21,11 +35,69 @@ from waymesh.model.registry import Registry
 
 log = logging.getLogger("waymesh.index")
 
+# Kinds the registry reads behind its own interface: a proxy that used the registry depends on
+# all of them (it cannot tell which endpoint source a lookup consulted).
+REGISTRY_KINDS = frozenset(
+    {
+        (CORE, "Service"),
+        (DISCOVERY, "EndpointSlice"),
+        (ISTIO_NETWORKING, "ServiceEntry"),
+        (ISTIO_NETWORKING, "WorkloadEntry"),
+    }
+)
+# Credentials are read from files and core Secrets outside the recorded view.
+CREDENTIAL_KINDS = frozenset({(CORE, "Secret")})
+
+
+class RecordingView:
+    """A StoreView that remembers every read, so the index knows what a translation depended on."""
+
+    def __init__(self, store: StoreView) -> None:
+        self._store = store
+        self.keys: set[ConfigKey] = set()
+        self.lists: set[tuple[str, str, str | None]] = set()
+
+    def get(self, key: ConfigKey) -> ConfigObject | None:
+        self.keys.add(key)
+        return self._store.get(key)
+
+    def list(self, group: str, kind: str, namespace: str | None = None) -> list[ConfigObject]:
+        self.lists.add((group, kind, namespace))
+        return self._store.list(group, kind, namespace)
+
+
+class RecordingRegistry:
+    """The registry, noting only that it was used (see REGISTRY_KINDS)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self.used = False
+
+    def __getattr__(self, name: str) -> Any:
+        self.used = True
+        return getattr(self._registry, name)
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    keys: frozenset[ConfigKey] = frozenset()
+    lists: frozenset[tuple[str, str, str | None]] = frozenset()
+    uses_registry: bool = False
+
+    def affected_by(self, key: ConfigKey) -> bool:
+        group_kind = (key.group, key.kind)
+        if key in self.keys or group_kind in CREDENTIAL_KINDS:
+            return True
+        if (key.group, key.kind, None) in self.lists or (key.group, key.kind, key.namespace) in self.lists:
+            return True
+        return self.uses_registry and group_kind in REGISTRY_KINDS
+
 
 @dataclass
 class ProxyState:
     proxy: ProxyInfo
-    config: ir.ProxyConfig = field(default_factory=ir.ProxyConfig)
+    # None until the first translation: then everything affects it.
+    dependencies: Dependencies | None = None
     problems: list[ConfigError] = field(default_factory=list)
 
 
@@ -36,16 +108,16 @@ class MeshIndex:
         self.mesh = mesh
         self.registry = Registry(store)
         self.proxies: dict[str, ProxyState] = {}
-        # Problems found by the last full translation (translation-time, not schema errors).
-        self.problems: list[ConfigError] = []
 
     def context(self) -> TranslateContext:
         return TranslateContext(
             store=self.store, registry=self.registry, credentials=self.credentials, mesh=self.mesh
         )
 
-    def invalidate_registry(self) -> None:
-        self.registry = Registry(self.store)
+    def apply_changes(self, keys: Iterable[ConfigKey]) -> None:
+        """Bring the registry up to date with changed objects (only the services they define)."""
+        for key in keys:
+            self.registry.update(key)
 
     def add_proxy(self, proxy: ProxyInfo) -> ProxyState:
         state = self.proxies.get(proxy.id)
@@ -57,10 +129,23 @@ class MeshIndex:
     def remove_proxy(self, proxy_id: str) -> None:
         self.proxies.pop(proxy_id, None)
 
+    def affected_proxies(self, keys: set[ConfigKey]) -> list[ProxyState]:
+        return [
+            state
+            for state in self.proxies.values()
+            if state.dependencies is None or any(state.dependencies.affected_by(k) for k in keys)
+        ]
+
     def translate(self, proxy: ProxyInfo) -> tuple[ir.ProxyConfig, list[ConfigError]]:
-        """Build one proxy's IR. Never raises for bad config: problems are returned instead."""
-        ctx = self.context()
+        """Build one proxy's IR and record what it read. Bad config yields problems, not exceptions."""
+        view = RecordingView(self.store)
+        registry = RecordingRegistry(self.registry)
+        ctx = TranslateContext(store=view, registry=registry, credentials=self.credentials, mesh=self.mesh)  # type: ignore[arg-type]
         config = translate_for_proxy(ctx, proxy)
+        state = self.proxies.get(proxy.id)
+        if state is not None:
+            state.dependencies = Dependencies(frozenset(view.keys), frozenset(view.lists), registry.used)
+            state.problems = ctx.problems
         return config, ctx.problems
 
 
