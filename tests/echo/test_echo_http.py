@@ -79,6 +79,37 @@ async def test_tls_with_alpn(self_signed: tuple[Path, Path], http2: bool, protoc
     assert body["tls"] == {"version": "TLSv1.3", "sni": "echo.test", "alpn": alpn}
 
 
+async def test_tls_client_certificate_required_and_reported(tmp_path: Path) -> None:
+    from waymesh.ca.selfsigned import issue_self_signed
+
+    server_cert = issue_self_signed(["echo.test"])
+    client_cert = issue_self_signed(["client.test"], ca_name="client CA")
+    paths = {}
+    for name, data in (("cert", server_cert.cert_pem), ("key", server_cert.key_pem),
+                       ("ca", server_cert.ca_pem), ("client_ca", client_cert.ca_pem),
+                       ("client", client_cert.cert_pem), ("client_key", client_cert.key_pem)):
+        paths[name] = tmp_path / f"{name}.pem"
+        paths[name].write_bytes(data)
+    server = await serve_echo(EchoConfig(
+        name="mtls", address="127.0.0.1", tls_cert=str(paths["cert"]), tls_key=str(paths["key"]),
+        tls_client_ca=str(paths["client_ca"]), log=False,
+    ))
+    try:
+        verify = ssl.create_default_context(cafile=str(paths["ca"]))
+        verify.check_hostname = False
+        anonymous = ssl.create_default_context(cafile=str(paths["ca"]))
+        anonymous.check_hostname = False
+        verify.load_cert_chain(str(paths["client"]), str(paths["client_key"]))
+        async with httpx.AsyncClient(base_url=server.url, verify=verify, http2=False) as client:
+            body = (await client.get("/", extensions={"sni_hostname": "echo.test"})).json()
+        async with httpx.AsyncClient(base_url=server.url, verify=anonymous, http2=False) as client:
+            with pytest.raises(httpx.TransportError):
+                await client.get("/", extensions={"sni_hostname": "echo.test"})
+    finally:
+        await server.close()
+    assert body["tls"]["client_san"] == "DNS:client.test"
+
+
 async def test_delay_uses_go_durations(echo: Server) -> None:
     async with httpx.AsyncClient(base_url=echo.url) as client:
         start = time.monotonic()

@@ -18,6 +18,8 @@ class EchoConfig:
     port: int = 0  # 0: the kernel picks one; read it back from Server.port
     tls_cert: str | None = None
     tls_key: str | None = None
+    # PEM CA bundle: require client certificates signed by it (an upstream that checks mTLS).
+    tls_client_ca: str | None = None
     http2: bool = True  # h2c with prior knowledge on plaintext, ALPN h2 over TLS
     log: bool = True  # one line per request on stdout
     # Called for every request (after logging); lets in-process tests see mirrored requests.

@@ -47,8 +47,13 @@ def _peer(peername: Any) -> str:
 def _tls(ssl_object: Any) -> dict[str, str | None] | None:
     if ssl_object is None:
         return None
-    return {
+    info = {
         "version": ssl_object.version(),
         "sni": getattr(ssl_object, SNI_ATTR, None),
         "alpn": ssl_object.selected_alpn_protocol(),
     }
+    # Only a verified client certificate is readable (the server must ask for one: tls_client_ca).
+    peer = ssl_object.getpeercert()
+    if peer:
+        info["client_san"] = ",".join(f"{kind}:{value}" for kind, value in peer.get("subjectAltName", ()))
+    return info

@@ -27,7 +27,9 @@ class Server:
     async def start(self) -> None:
         ssl_ctx = None
         if self.config.tls:
-            ssl_ctx = server_context(self.config.tls_cert or "", self.config.tls_key or "", self.config.http2)
+            ssl_ctx = server_context(
+                self.config.tls_cert or "", self.config.tls_key or "", self.config.http2, self.config.tls_client_ca
+            )
         self._server = await asyncio.start_server(
             self._handle,
             host=self.config.address,
