@@ -283,6 +283,7 @@ def validate_object(
         annotations=meta.annotations,
         source=SourcePos(file, doc_line or 1),
         raw=doc,
+        field_lines={format_path(path): line for path, line in lines.lines.items() if path},
     )
 
 

@@ -66,6 +66,9 @@ class ConfigObject:
     source: SourcePos | None = None
     # The document as written (after YAML parsing), for status and debugging.
     raw: dict[str, Any] = field(default_factory=dict)
+    # Line of each field as written, keyed by field path ("spec.http[0].route[1].weight"), so
+    # problems found later (references, translation) still point at the right line.
+    field_lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -78,6 +81,33 @@ class ConfigObject:
     @property
     def name(self) -> str:
         return self.key.name
+
+    def line_of(self, field_path: str | None) -> int | None:
+        """Line of `field_path`, or of its nearest written ancestor, or of the object."""
+        path = field_path or ""
+        while path:
+            line = self.field_lines.get(path)
+            if line is not None:
+                return line
+            path = _parent_path(path)
+        return self.source.line if self.source else None
+
+    def error(self, field_path: str | None, reason: str, severity: str = "error") -> ConfigError:
+        """A problem with this object, at the line where `field_path` was written."""
+        return ConfigError(
+            file=self.source.file if self.source else "",
+            line=self.line_of(field_path),
+            reason=reason,
+            key=self.key,
+            field_path=field_path,
+            severity=severity,
+        )
+
+
+def _parent_path(path: str) -> str:
+    """"a.b[2].c" -> "a.b[2]" -> "a.b" -> "a" -> ""."""
+    cut = max(path.rfind("."), path.rfind("["))
+    return path[:cut] if cut > 0 else ""
 
 
 @dataclass(frozen=True)

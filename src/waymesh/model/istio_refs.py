@@ -17,17 +17,6 @@ from waymesh.model.istio_hosts import CLUSTER_DOMAIN, fqdn, host_matches
 MESH_GATEWAY = "mesh"
 
 
-def _error(obj: ConfigObject, path: str, reason: str, severity: str = "error") -> ConfigError:
-    return ConfigError(
-        file=obj.source.file if obj.source else "",
-        line=obj.source.line if obj.source else None,
-        reason=reason,
-        key=obj.key,
-        field_path=path,
-        severity=severity,
-    )
-
-
 def vs_destinations(spec: Any) -> Iterator[tuple[str, Any]]:
     """(field path, Destination) for every destination a VirtualService names."""
     for i, http in enumerate(spec.http):
@@ -70,10 +59,10 @@ def check_virtual_service(obj: ConfigObject, store: StoreView) -> Iterator[Confi
         host = fqdn(dest.host, obj.namespace)
         if not host_known(store, host):
             shown = host if host == dest.host else f"{dest.host!r} ({host})"
-            yield _error(obj, f"{path}.host",
+            yield obj.error(f"{path}.host",
                          f"destination host {shown} is not provided by any ServiceEntry or Service")
         elif dest.subset and not subset_defined(store, host, dest.subset):
-            yield _error(obj, f"{path}.subset",
+            yield obj.error(f"{path}.subset",
                          f"subset {dest.subset!r} of host {host} is not defined by any DestinationRule")
     for i, gw in enumerate(spec.gateways):
         if gw == MESH_GATEWAY:
@@ -81,7 +70,7 @@ def check_virtual_service(obj: ConfigObject, store: StoreView) -> Iterator[Confi
         ns, _, name = gw.rpartition("/")
         key = ConfigKey(ISTIO_NETWORKING, "Gateway", ns or obj.namespace, name)
         if store.get(key) is None:
-            yield _error(obj, f"spec.gateways[{i}]", f"gateway {key.namespace}/{name} does not exist",
+            yield obj.error(f"spec.gateways[{i}]", f"gateway {key.namespace}/{name} does not exist",
                          severity="warning")
 
 

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from waymesh.config.types import ConfigError, ConfigObject
+from waymesh.config.types import ConfigObject
 from waymesh.model.context import TranslateContext
 
 
 def report(ctx: TranslateContext, obj: ConfigObject, field_path: str | None, reason: str,
            severity: str = "error") -> None:
     """Append a ConfigError for `obj` to ctx.problems, once (translators run per proxy and port)."""
-    err = ConfigError(
-        file=obj.source.file if obj.source else "",
-        line=obj.source.line if obj.source else None,
-        reason=reason,
-        key=obj.key,
-        field_path=field_path,
-        severity=severity,
-    )
+    err = obj.error(field_path, reason, severity)
     if err not in ctx.problems:
         ctx.problems.append(err)
