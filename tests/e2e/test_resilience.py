@@ -61,24 +61,25 @@ def start(mesh: Mesh) -> tuple[str, int]:
 
 
 BAD_EDITS = {
-    # name: (file text replacing route-a.yaml, expected line, expected field path fragment, reason fragment)
+    # name: (file text replacing route-a.yaml, text on the line the report must name,
+    #        expected field path fragment, reason fragment)
     "yaml-syntax": ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a\n", None, None, ""),
     "unknown-field": (
         ROUTE.replace("    route:\n", "    rout:\n") % {"name": "a"},
-        None, "spec.http[0].rout", "unknown field",
+        "rout:", "spec.http[0].rout", "unknown field",
     ),
     "wrong-type": (
         ROUTE.replace("    - destination: {host: echo.local}", "    - destination: {host: echo.local}\n      weight: lots")
         % {"name": "a"},
-        None, "spec.http[0].route[0].weight", "",
+        "weight: lots", "spec.http[0].route[0].weight", "",
     ),
     "bad-regex": (
         ROUTE.replace("{uri: {prefix: /%(name)s}}", "{uri: {regex: '/a(?=b)'}}") % {"name": "a"},
-        None, "spec.http[0].match[0].uri.regex", "",
+        "regex:", "spec.http[0].match[0].uri.regex", "",
     ),
     "missing-backend": (
         ROUTE.replace("echo.local", "nowhere.local") % {"name": "a"},
-        None, "spec.http[0].route[0].destination.host", "",
+        "nowhere.local", "spec.http[0].route[0].destination.host", "",
     ),
 }  # fmt: skip
 
@@ -86,7 +87,7 @@ BAD_EDITS = {
 @pytest.mark.parametrize("case", sorted(BAD_EDITS))
 def test_bad_edit_is_reported_and_last_good_route_keeps_serving(mesh: Mesh, case: str) -> None:
     base, _ = start(mesh)
-    text, _, field_path, reason = BAD_EDITS[case]
+    text, line_text, field_path, reason = BAD_EDITS[case]
     with SteadyTraffic(f"{base}/a") as traffic:
         time.sleep(0.3)
         mesh.write("route-a.yaml", text)
@@ -101,6 +102,9 @@ def test_bad_edit_is_reported_and_last_good_route_keeps_serving(mesh: Mesh, case
     assert result.total > 20, result.describe()
     error = errors[0]
     assert error["line"], error  # every report names the line
+    if line_text:
+        expected = next(n for n, line in enumerate(text.splitlines(), 1) if line_text in line)
+        assert any(e["line"] == expected for e in errors), (expected, errors)
     if field_path:
         assert any(field_path in (e["field_path"] or "") for e in errors), errors
     if reason:
