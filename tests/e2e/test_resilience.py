@@ -143,3 +143,32 @@ def test_control_plane_killed_under_traffic(mesh: Mesh) -> None:
     assert result.failures == 0, result.describe()
     assert result.total > 50, result.describe()
     assert echo_json(httpx.get(f"{base}/b/x"))["path"] == "/b/x"
+
+
+CONFLICTING_GATEWAY = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw-tcp, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: %(port)d, name: tcp, protocol: TCP}
+    hosts: ["*"]
+"""
+
+
+def test_conflicting_server_is_reported_and_the_first_keeps_serving(mesh: Mesh) -> None:
+    base, port = start(mesh)
+    with SteadyTraffic(f"{base}/a") as traffic:
+        time.sleep(0.3)
+        mesh.write("gateway-tcp.yaml", CONFLICTING_GATEWAY % {"port": port})
+
+        def reported() -> list[dict]:
+            return [e for e in mesh.errors() if e["file"].endswith("gateway-tcp.yaml")]
+
+        errors = wait_until(reported, timeout=10, what="port conflict reported")
+        time.sleep(0.5)
+    assert traffic.result.failures == 0, traffic.result.describe()
+    assert any(e["field_path"] and e["field_path"].startswith("spec.servers[0]") for e in errors), errors
+    assert any(str(port) in e["reason"] for e in errors), errors
+    assert errors[0]["line"] == 7  # the "- port:" line of the conflicting server
