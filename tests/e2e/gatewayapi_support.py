@@ -122,7 +122,17 @@ def start_backends(mesh: Mesh, specs: list[BackendSpec]) -> dict[str, Backend]:
     for spec in specs:
         address = _address()
         port = free_port(address)
-        args = ["echo", "--port", str(port), "--address", address, "--name", spec.name, "--namespace", spec.namespace]
+        args = [
+            "echo",
+            "--port",
+            str(port),
+            "--address",
+            address,
+            "--name",
+            spec.name,
+            "--namespace",
+            spec.namespace,
+        ]
         if spec.tls:
             args += ["--tls-cert", spec.tls[0], "--tls-key", spec.tls[1]]
         process = mesh._spawn(f"echo-{spec.name}-{address}-{port}", args)
@@ -156,13 +166,17 @@ class Scenario:
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
     data: dict[str, Any] = field(default_factory=dict)  # module-specific (certificates, ...)
 
-    def url(self, path: str = "/", port: str = "http", address: str = "127.0.0.1", scheme: str = "http") -> str:
+    def url(
+        self, path: str = "/", port: str = "http", address: str = "127.0.0.1", scheme: str = "http"
+    ) -> str:
         return f"{scheme}://{address}:{self.ports[port]}{path}"
 
     def get(self, host: str, path: str = "/", port: str = "http", **kw: Any) -> httpx.Response:
         return self.request("GET", host, path, port, **kw)
 
-    def request(self, method: str, host: str, path: str = "/", port: str = "http", **kw: Any) -> httpx.Response:
+    def request(
+        self, method: str, host: str, path: str = "/", port: str = "http", **kw: Any
+    ) -> httpx.Response:
         headers = {"host": host, **kw.pop("headers", {})}
         address = kw.pop("address", "127.0.0.1")
         return self.client.request(method, self.url(path, port, address), headers=headers, **kw)
@@ -225,10 +239,17 @@ def gateway(
     spec: dict[str, Any] = {"gatewayClassName": "waymesh", "listeners": listeners}
     if addresses:
         spec["addresses"] = [{"type": "IPAddress", "value": a} for a in addresses]
-    return {"apiVersion": GATEWAY_API_V1, "kind": "Gateway", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": GATEWAY_API_V1,
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
-def listener(name: str, port: int, protocol: str = "HTTP", hostname: str | None = None, **extra: Any) -> dict[str, Any]:
+def listener(
+    name: str, port: int, protocol: str = "HTTP", hostname: str | None = None, **extra: Any
+) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "protocol": protocol, "port": port}
     if hostname:
         out["hostname"] = hostname
@@ -236,7 +257,9 @@ def listener(name: str, port: int, protocol: str = "HTTP", hostname: str | None 
     return out
 
 
-def backend_ref(name: str, weight: int | None = None, namespace: str | None = None, **extra: Any) -> dict[str, Any]:
+def backend_ref(
+    name: str, weight: int | None = None, namespace: str | None = None, **extra: Any
+) -> dict[str, Any]:
     ref: dict[str, Any] = {"name": name, "port": SERVICE_PORT}
     if namespace:
         ref["namespace"] = namespace
@@ -283,7 +306,9 @@ def condition(status: dict[str, Any], ctype: str) -> dict[str, Any]:
 def parent_condition(route_status: dict[str, Any], ctype: str, section: str | None = None) -> dict[str, Any]:
     """A condition of the route's (only, or `section`'s) parent entry."""
     parents = [
-        p for p in route_status.get("parents", []) if section is None or p["parentRef"].get("sectionName") == section
+        p
+        for p in route_status.get("parents", [])
+        if section is None or p["parentRef"].get("sectionName") == section
     ]
     assert len(parents) == 1, route_status
     return condition(parents[0], ctype)
@@ -306,7 +331,9 @@ def assert_envoy_validates(scn: Scenario) -> None:
     offline = OfflineMesh.load(mesh.config_dir, credentials_dir=mesh.credentials_dir)
     for ns, name in scn.gateways:
         config, problems = offline.index.translate(offline.proxy_for(f"{ns}/{name}"))
-        assert not [p for p in problems if p.severity == "error" and "rejected" in str(p)], [str(p) for p in problems]
+        assert not [p for p in problems if p.severity == "error" and "rejected" in str(p)], [
+            str(p) for p in problems
+        ]
         assert config.listeners, f"no listener translated for {ns}/{name}"
         ok, output = validate_with_envoy(config)
         assert ok, output
@@ -335,7 +362,11 @@ def binomial_bounds(n: int, p: float, alpha: float = 1e-6) -> tuple[int, int]:
         if p in (0.0, 1.0):
             return 0.0 if k == round(n * p) else -math.inf
         return (
-            math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p) + (n - k) * math.log1p(-p)
+            math.lgamma(n + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(n - k + 1)
+            + k * math.log(p)
+            + (n - k) * math.log1p(-p)
         )
 
     pmf = [math.exp(log_pmf(k)) for k in range(n + 1)]
@@ -380,7 +411,9 @@ def client_context(ca_pem: bytes) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=ca_pem.decode())
 
 
-def tls_get(port: int, sni: str, ca_pem: bytes, path: str = "/", address: str = "127.0.0.1") -> httpx.Response:
+def tls_get(
+    port: int, sni: str, ca_pem: bytes, path: str = "/", address: str = "127.0.0.1"
+) -> httpx.Response:
     """GET https://<sni><path> through 127.0.0.1:port, verifying the certificate against `ca_pem`."""
     with httpx.Client(verify=client_context(ca_pem), timeout=10) as client:
         return client.get(

@@ -32,7 +32,9 @@ def _prefix(value: str) -> list[dict[str, Any]]:
     return [{"path": {"type": "PathPrefix", "value": value}}]
 
 
-def _rule(path: str, filters: list[dict[str, Any]], backends: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+def _rule(
+    path: str, filters: list[dict[str, Any]], backends: list[dict[str, Any]] | None = None, **extra: Any
+) -> dict[str, Any]:
     rule: dict[str, Any] = {"matches": _prefix(path), "filters": filters}
     if backends is not None:
         rule["backendRefs"] = backends
@@ -55,7 +57,12 @@ def _mirror(percent: int | None = None) -> dict[str, Any]:
     return {"type": "RequestMirror", "requestMirror": cfg}
 
 
-def _headers(kind: str, set_: dict[str, str] | None = None, add: dict[str, str] | None = None, remove: list[str] | None = None) -> dict[str, Any]:
+def _headers(
+    kind: str,
+    set_: dict[str, str] | None = None,
+    add: dict[str, str] | None = None,
+    remove: list[str] | None = None,
+) -> dict[str, Any]:
     key = "requestHeaderModifier" if kind == "RequestHeaderModifier" else "responseHeaderModifier"
     cfg: dict[str, Any] = {}
     if set_:
@@ -133,7 +140,10 @@ def _config(scn: Scenario) -> dict[str, str]:
 
 
 def _ready(scn: Scenario) -> bool:
-    return all(scn.get(h, p).status_code == 200 for h, p in (("headers.test", "/"), ("retry.test", "/noretry"), ("weights.test", "/")))
+    return all(
+        scn.get(h, p).status_code == 200
+        for h, p in (("headers.test", "/"), ("retry.test", "/noretry"), ("weights.test", "/"))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +157,12 @@ def test_header_modifiers(scn: Scenario) -> None:
     r = scn.get(
         "headers.test",
         "/",
-        headers={"x-set": "client", "x-add": "client", "x-remove": "client", "x-echo-set-header": "x-resp-gone:1,x-resp-set:backend"},
+        headers={
+            "x-set": "client",
+            "x-add": "client",
+            "x-remove": "client",
+            "x-echo-set-header": "x-resp-gone:1,x-resp-set:backend",
+        },
     )
     body = r.json()
     headers = body["headers"]
@@ -179,7 +194,10 @@ REDIRECTS: list[tuple[str, int, str]] = [
 @pytest.mark.parametrize(("path", "status", "location"), REDIRECTS, ids=[r[0] for r in REDIRECTS])
 def test_request_redirect(scn: Scenario, path: str, status: int, location: str) -> None:
     r = scn.get("redirect.test", path)
-    assert (r.status_code, r.headers.get("location")) == (status, location.replace(PORT, str(scn.ports["http"])))
+    assert (r.status_code, r.headers.get("location")) == (
+        status,
+        location.replace(PORT, str(scn.ports["http"])),
+    )
 
 
 REWRITES: list[tuple[str, str, str]] = [
@@ -275,8 +293,20 @@ def test_retry(scn: Scenario) -> None:
 
 
 def test_status_and_validation(scn: Scenario) -> None:
-    for name in ("headers", "redirects", "rewrites", "mirrors", "weights", "per-backend", "timeouts", "retries"):
+    for name in (
+        "headers",
+        "redirects",
+        "rewrites",
+        "mirrors",
+        "weights",
+        "per-backend",
+        "timeouts",
+        "retries",
+    ):
         parents = scn.status("HTTPRoute", name)["parents"]
-        assert [(c["type"], c["status"]) for c in parents[0]["conditions"]] == [("Accepted", "True"), ("ResolvedRefs", "True")], parents
+        assert [(c["type"], c["status"]) for c in parents[0]["conditions"]] == [
+            ("Accepted", "True"),
+            ("ResolvedRefs", "True"),
+        ], parents
     assert not [e for e in scn.mesh.errors() if e["severity"] == "error"]
     assert_envoy_validates(scn)

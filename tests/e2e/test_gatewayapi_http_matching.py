@@ -29,7 +29,12 @@ from .gatewayapi_support import (
 
 def _rule(case: str, matches: list[dict[str, Any]] | None, backend: str = "a") -> dict[str, Any]:
     rule: dict[str, Any] = {
-        "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-case", "value": case}]}}],
+        "filters": [
+            {
+                "type": "RequestHeaderModifier",
+                "requestHeaderModifier": {"set": [{"name": "x-case", "value": case}]},
+            }
+        ],
         "backendRefs": [backend_ref(backend)],
     }
     if matches is not None:
@@ -48,11 +53,17 @@ MATCH_RULES: dict[str, list[dict[str, Any]]] = {
     "regex": [_path("RegularExpression", "/re/[0-9]+")],
     "header": [{**_path("PathPrefix", "/h"), "headers": [{"name": "x-env", "value": "canary"}]}],
     "header-regex": [
-        {**_path("PathPrefix", "/hr"), "headers": [{"type": "RegularExpression", "name": "x-trace", "value": "[a-f]+"}]}
+        {
+            **_path("PathPrefix", "/hr"),
+            "headers": [{"type": "RegularExpression", "name": "x-trace", "value": "[a-f]+"}],
+        }
     ],
     "query": [{**_path("PathPrefix", "/q"), "queryParams": [{"name": "version", "value": "2"}]}],
     "query-regex": [
-        {**_path("PathPrefix", "/qr"), "queryParams": [{"type": "RegularExpression", "name": "id", "value": "[0-9]{3}"}]}
+        {
+            **_path("PathPrefix", "/qr"),
+            "queryParams": [{"type": "RegularExpression", "name": "id", "value": "[0-9]{3}"}],
+        }
     ],
     "method": [{**_path("PathPrefix", "/m"), "method": "DELETE"}],
     "or": [_path("Exact", "/or1"), _path("Exact", "/or2")],

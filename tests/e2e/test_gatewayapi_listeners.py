@@ -47,7 +47,12 @@ def _tagged(case: str, path: str = "/", backend: str = "a", backend_ns: str | No
     """A rule that forwards `path` to `backend` with header x-case: <case>."""
     return {
         "matches": [{"path": {"type": "PathPrefix", "value": path}}],
-        "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-case", "value": case}]}}],
+        "filters": [
+            {
+                "type": "RequestHeaderModifier",
+                "requestHeaderModifier": {"set": [{"name": "x-case", "value": case}]},
+            }
+        ],
         "backendRefs": [backend_ref(backend, namespace=backend_ns)],
     }
 
@@ -59,12 +64,19 @@ def _parent(section: str | None = None, name: str = "gw") -> dict[str, Any]:
     return ref
 
 
-def _l4_route(kind: str, name: str, section: str, backend: str, hostnames: list[str] | None = None) -> dict[str, Any]:
+def _l4_route(
+    kind: str, name: str, section: str, backend: str, hostnames: list[str] | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"parentRefs": [_parent(section)]}
     if hostnames:
         spec["hostnames"] = hostnames
     spec["rules"] = [{"backendRefs": [backend_ref(backend)]}]
-    return {"apiVersion": GATEWAY_API_V1A2, "kind": kind, "metadata": {"name": name, "namespace": "default"}, "spec": spec}
+    return {
+        "apiVersion": GATEWAY_API_V1A2,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }
 
 
 def _tls(*certs: str, mode: str = "Terminate") -> dict[str, Any]:
@@ -128,7 +140,10 @@ def _config(scn: Scenario) -> dict[str, str]:
         "kind": "ReferenceGrant",
         "metadata": {"name": "teams-to-default", "namespace": "default"},
         "spec": {
-            "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns} for ns in ("team-prod", "team-dev")],
+            "from": [
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns}
+                for ns in ("team-prod", "team-dev")
+            ],
             "to": [{"group": "", "kind": "Service"}],
         },
     }
@@ -150,7 +165,11 @@ def _config(scn: Scenario) -> dict[str, str]:
 
 
 def _certificates(scn: Scenario) -> None:
-    for name, host in (("cert-a", "a.example.com"), ("cert-b", "b.example.com"), ("cert-term", "term.example.com")):
+    for name, host in (
+        ("cert-a", "a.example.com"),
+        ("cert-b", "b.example.com"),
+        ("cert-term", "term.example.com"),
+    ):
         scn.data[name] = credential(scn.mesh, name, [host])
     # The passthrough backend's own certificate: the gateway never sees it.
     issued = issue_self_signed(["pass.example.com"], ca_name="backend CA")
@@ -228,11 +247,16 @@ def test_route_without_hostname_intersection_is_not_accepted(scn: Scenario) -> N
 
 def _presented_certificate(port: int, sni: str, ca_pem: bytes) -> dict[str, Any]:
     ctx = ssl.create_default_context(cadata=ca_pem.decode())
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=sni) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=sni) as tls,
+    ):
         return dict(tls.getpeercert() or {})
 
 
-@pytest.mark.parametrize(("sni", "cert", "want"), [("a.example.com", "cert-a", "https-a"), ("b.example.com", "cert-b", "https-b")])
+@pytest.mark.parametrize(
+    ("sni", "cert", "want"), [("a.example.com", "cert-a", "https-a"), ("b.example.com", "cert-b", "https-b")]
+)
 def test_https_sni_picks_the_certificate(scn: Scenario, sni: str, cert: str, want: str) -> None:
     issued: IssuedCertificate = scn.data[cert]
     san = _presented_certificate(scn.ports["tls"], sni, issued.ca_pem)["subjectAltName"]
@@ -305,11 +329,21 @@ def test_namespace_labels_are_live(scn: Scenario) -> None:
     mesh = scn.mesh
     try:
         mesh.write("namespaces.yaml", _namespaces("prod"))
-        wait_until(lambda: _case(scn.get("sel.ns.test", "/sel-bad", port="ns")) == "sel-bad", what="team-dev route attached")
-        wait_until(lambda: parent_condition(scn.status("HTTPRoute", "sel-bad", "team-dev"), "Accepted")["status"] == "True")
+        wait_until(
+            lambda: _case(scn.get("sel.ns.test", "/sel-bad", port="ns")) == "sel-bad",
+            what="team-dev route attached",
+        )
+        wait_until(
+            lambda: (
+                parent_condition(scn.status("HTTPRoute", "sel-bad", "team-dev"), "Accepted")["status"]
+                == "True"
+            )
+        )
     finally:
         mesh.write("namespaces.yaml", _namespaces("dev"))
-    wait_until(lambda: _case(scn.get("sel.ns.test", "/sel-bad", port="ns")) == 404, what="team-dev route detached")
+    wait_until(
+        lambda: _case(scn.get("sel.ns.test", "/sel-bad", port="ns")) == 404, what="team-dev route detached"
+    )
 
 
 # --- Gateway addresses -----------------------------------------------------------------------
@@ -336,7 +370,12 @@ def test_gateway_status(scn: Scenario) -> None:
     attached = {}
     for lst in status["listeners"]:
         conds = {c["type"]: c["status"] for c in lst["conditions"]}
-        assert conds == {"Accepted": "True", "Programmed": "True", "ResolvedRefs": "True", "Conflicted": "False"}, lst
+        assert conds == {
+            "Accepted": "True",
+            "Programmed": "True",
+            "ResolvedRefs": "True",
+            "Conflicted": "False",
+        }, lst
         attached[lst["name"]] = lst["attachedRoutes"]
     assert attached == {
         "http": 1, "hosts-wild": 2, "hosts-specific": 1, "https-a": 1, "https-b": 1, "pass": 1, "term": 1,
