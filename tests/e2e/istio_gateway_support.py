@@ -7,10 +7,13 @@ Tests tell their routes apart by Host header, so they cannot disturb each other.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import http.server
 import json
 import math
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +24,8 @@ import httpx
 
 from waymesh.ca.selfsigned import IssuedCertificate, issue_self_signed, write_credential
 from waymesh.controlplane.offline import OfflineMesh
+from waymesh.echo import EchoConfig, Server, serve_echo
+from waymesh.echo.behaviour import EchoRequest
 from waymesh.generate.validate import validate_with_envoy
 from waymesh.tools.harness import Mesh, Process, echo_json, free_port, running_mesh, wait_until
 
@@ -102,7 +107,15 @@ def scenario(
             mesh.write(file, text)
         mesh.start_control_plane()
         mesh.start_proxy(PROXY, labels=LABELS)
-        wait_until(lambda: ready(scn), timeout=30, what=f"routes live; control plane errors: {_errors(mesh)}")
+        problems: list[str] = []
+
+        def live() -> bool:
+            # Stop waiting at the first config error: waiting would not fix the test's own YAML.
+            problems.extend(e["message"] for e in mesh.errors() if e["severity"] == "error")
+            return bool(problems) or ready(scn)
+
+        wait_until(live, timeout=30, what=f"routes live; control plane errors: {_errors(mesh)}")
+        assert not problems, "\n".join(problems)
         try:
             yield scn
         finally:
@@ -240,3 +253,59 @@ def peer_certificate(port: int, sni: str, ca_pem: bytes) -> dict[str, Any]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname=sni) as tls:
             return dict(tls.getpeercert() or {})
+
+
+# --- backends in the test process ------------------------------------------------------------
+
+
+class ThreadedEcho:
+    """A `waymesh echo` server on its own event loop in a thread, for settings the CLI lacks
+    (client-certificate verification); `requests` collects what it received."""
+
+    def __init__(self, config: EchoConfig) -> None:
+        self.requests: list[EchoRequest] = []
+        config.on_request = self.requests.append
+        config.log = False
+        self.config = config
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: Server | None = None
+
+    def __enter__(self) -> ThreadedEcho:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(serve_echo(self.config), self._loop).result(10)
+        self.port = self._server.port
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+class _Always503(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        body = b"always failing\n"
+        self.send_response(503)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def always_503(address: str) -> Iterator[int]:
+    """A backend that answers every request with 503 (an unhealthy endpoint)."""
+    server = http.server.ThreadingHTTPServer((address, 0), _Always503)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
