@@ -27,10 +27,13 @@ BYTES_BODY = "hello, bytes"
 
 def _config(scn: Scenario) -> dict[str, str]:
     b = scn.backends
-    gateway = GATEWAY_HEADER + f"""\
+    gateway = (
+        GATEWAY_HEADER
+        + f"""\
   - port: {{number: {scn.ports["http"]}, name: http, protocol: HTTP}}
     hosts: ["*.example.com"]
 """
+    )
     services = "---\n".join(
         f"""\
 apiVersion: networking.istio.io/v1

@@ -93,6 +93,7 @@ def _config(scn: Scenario) -> dict[str, str]:
         [
             _se("lb", "lb.local", [a_, b_]),
             _se("hash", "hash.local", [a_, b_]),
+            _se("cookie", "cookie.local", [a_, b_]),
             _se("pool", "pool.local", [a_]),
             _se("outlier", "outlier.local", [(good.address, good.port), (BAD_ADDRESS, INPROCESS["bad"])]),
             _se("tls-default", "tls.backend.internal", [(tlsecho.address, tlsecho.port)]),
@@ -148,6 +149,11 @@ spec:
                 "hash",
                 "hash.local",
                 "  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: x-user}}\n",
+            ),
+            _dr(
+                "cookie",
+                "cookie.local",
+                "  trafficPolicy:\n    loadBalancer: {consistentHash: {httpCookie: {name: sticky, path: /, ttl: 60s}}}\n",
             ),
             _dr(
                 "pool",
@@ -246,6 +252,7 @@ spec:
     http = {
         "lb": [to("lb.local")],
         "hash": [to("hash.local")],
+        "cookie": [to("cookie.local")],
         "pool": [to("pool.local", retries=False)],
         "outlier": [to("outlier.local", retries=False)],
         "tls": [to(host, uri={"prefix": f"/{path}"}) for path, host in tls_paths.items()],
@@ -340,6 +347,17 @@ def test_consistent_hash_keeps_a_key_on_one_endpoint(scn: Scenario) -> None:
     # Different keys do spread: 20 keys on one endpoint would be a 1-in-500k accident.
     spread = {scn.echo("hash.example.com", headers={"x-user": f"user-{i}"})["name"] for i in range(20)}
     assert spread == {"rr-a", "rr-b"}
+
+
+def test_consistent_hash_on_a_generated_cookie(scn: Scenario) -> None:
+    # Without the cookie Envoy picks an endpoint and sets the cookie; with it, the same one.
+    for _ in range(6):
+        with httpx.Client(timeout=10) as client:
+            first = client.get(scn.url("/"), headers={"host": "cookie.example.com"})
+        cookie = first.cookies.get("sticky")
+        assert cookie, first.headers
+        owner = first.json()["name"]
+        assert names(scn, "cookie.example.com", 20, headers={"cookie": f"sticky={cookie}"}) == [owner] * 20
 
 
 # --- connection pool -------------------------------------------------------------------------------

@@ -182,9 +182,60 @@ spec:
     headers: {{response: {{set: {{x-route: {namespace}}}}}}}
 """
 
+    protocols = f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: h2, namespace: default}}
+spec:
+  hosts: [h2.local]
+  ports: [{{number: 80, name: http2, protocol: HTTP2}}]
+  resolution: STATIC
+  endpoints: [{{address: {b["default"].address}, ports: {{http2: {b["default"].port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: upgrade, namespace: default}}
+spec:
+  hosts: [upgrade.local]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {b["default"].address}, ports: {{http: {b["default"].port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: upgrade, namespace: default}}
+spec:
+  host: upgrade.local
+  trafficPolicy: {{connectionPool: {{http: {{h2UpgradePolicy: UPGRADE}}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: dns, namespace: default}}
+spec:
+  hosts: [dns.local]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: DNS
+  endpoints: [{{address: localhost, ports: {{http: {b["default"].port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: protocols, namespace: default}}
+spec:
+  hosts: [protocols.example.com]
+  gateways: [gw]
+  http:
+  - match: [{{uri: {{prefix: /h2}}}}]
+    route: [{{destination: {{host: h2.local}}}}]
+  - match: [{{uri: {{prefix: /upgrade}}}}]
+    route: [{{destination: {{host: upgrade.local}}}}]
+  - match: [{{uri: {{prefix: /dns}}}}]
+    route: [{{destination: {{host: dns.local}}}}]
+  - route: [{{destination: {{host: echo.local}}}}]
+"""
     return {
         "gateway.yaml": gateway,
         "services.yaml": services,
+        "protocols.yaml": protocols,
         "match.yaml": _match_vs(scn.ports["http2"]),
         "splits.yaml": splits,
         # Created first, but named and filed so that name or file order would put it second.
@@ -363,6 +414,23 @@ def test_server_host_namespace_prefixes(scn: Scenario) -> None:
     # ./*.own.test: only VirtualServices in the Gateway's own namespace.
     assert scn.get("z.own.test").headers.get("x-route") == "default"
     assert scn.get("w.own.test").status_code == 404
+
+
+# --- upstream protocol and resolution ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "protocol"),
+    [("/plain", "HTTP/1.1"), ("/h2", "HTTP/2"), ("/upgrade", "HTTP/2")],
+)
+def test_upstream_protocol_follows_the_service_port(scn: Scenario, path: str, protocol: str) -> None:
+    # HTTP2 ports and h2UpgradePolicy UPGRADE speak h2c to the backend; HTTP ports HTTP/1.1.
+    assert scn.echo("protocols.example.com", path)["protocol"] == protocol
+
+
+def test_dns_resolution_service_entry(scn: Scenario) -> None:
+    body = scn.echo("protocols.example.com", "/dns")
+    assert (body["name"], body["path"]) == ("default", "/dns")
 
 
 def test_no_config_errors(scn: Scenario) -> None:

@@ -71,7 +71,7 @@ def _config(scn: Scenario) -> dict[str, str]:
     hosts: [mtls.example.com]
     tls: {{mode: MUTUAL, credentialName: cred-mtls}}
   - port: {{number: {p["pass"]}, name: tls-pass, protocol: TLS}}
-    hosts: [pass.example.com]
+    hosts: [pass.example.com, "*.wild.example.com"]
     tls: {{mode: PASSTHROUGH}}
   - port: {{number: {p["tls"]}, name: tls-term, protocol: TLS}}
     hosts: [t.example.com]
@@ -129,6 +129,16 @@ spec:
   gateways: [gw]
   tls:
   - match: [{{port: {p["pass"]}, sniHosts: [pass.example.com]}}]
+    route: [{{destination: {{host: secure.local, port: {{number: 443}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: passthrough-wildcard, namespace: default}}
+spec:
+  hosts: ["*.wild.example.com"]
+  gateways: [gw]
+  tls:
+  - match: [{{sniHosts: ["*.wild.example.com"]}}]
     route: [{{destination: {{host: secure.local, port: {{number: 443}}}}}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -229,6 +239,14 @@ def test_passthrough_reaches_the_tls_backend_by_sni(scn: Scenario) -> None:
     assert body["tls"]["sni"] == "pass.example.com"
     assert body["tls"]["version"].startswith("TLS")
     assert "x-request-id" not in body["headers"]  # no HTTP processing at the gateway
+
+
+def test_passthrough_wildcard_sni(scn: Scenario) -> None:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False  # the backend's certificate names pass.example.com only
+    ctx.verify_mode = ssl.CERT_NONE
+    body = https(scn, "pass", "x.wild.example.com", ctx).json()
+    assert (body["name"], body["tls"]["sni"]) == ("secure", "x.wild.example.com")
 
 
 def test_passthrough_unknown_sni_is_refused(scn: Scenario) -> None:
