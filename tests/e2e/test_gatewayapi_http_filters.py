@@ -131,6 +131,14 @@ def _config(scn: Scenario) -> dict[str, str]:
             _rule("/noretry", [], a),
         ]),
     ]  # fmt: skip
+    for i, (match, replacement) in enumerate(PREFIX_PAIRS):
+        modifier = {"type": "ReplacePrefixMatch", "replacePrefixMatch": replacement}
+        routes.append(
+            http_route(f"rewrite-{i}", [f"rw{i}.test"], [_rule(match, [_rewrite(path=modifier)], a)])
+        )
+        routes.append(
+            http_route(f"redirect-{i}", [f"rd{i}.test"], [_rule(match, [_redirect(path=modifier)])])
+        )
     backends = "---\n".join(service_yaml(scn.backends[n]) for n in ("a", "b", "mirror"))
     return {
         "backends.yaml": backends,
@@ -217,6 +225,45 @@ REWRITES: list[tuple[str, str, str]] = [
 def test_url_rewrite(scn: Scenario, path: str, host: str, seen: str) -> None:
     body = scn.echo("rewrite.test", path)
     assert (body["host"], body["path"]) == (host, seen)
+
+
+# (PathPrefix match, replacePrefixMatch) pairs, and the spec's table of what each does to a
+# request path (HTTPPathModifier in the API reference), for URLRewrite and RequestRedirect alike.
+PREFIX_PAIRS = [
+    ("/foo", "/xyz"),
+    ("/foo", "/xyz/"),
+    ("/foo/", "/xyz"),
+    ("/foo/", "/xyz/"),
+    ("/foo", ""),
+    ("/foo", "/"),
+    ("/", "/xyz"),
+]
+PREFIX_TABLE: list[tuple[int, str, str]] = [
+    (0, "/foo/bar", "/xyz/bar"),
+    (1, "/foo/bar", "/xyz/bar"),
+    (2, "/foo/bar", "/xyz/bar"),
+    (3, "/foo/bar", "/xyz/bar"),
+    (0, "/foo", "/xyz"),
+    (0, "/foo/", "/xyz/"),
+    (2, "/foo", "/xyz"),
+    (4, "/foo/bar", "/bar"),
+    (4, "/foo/", "/"),
+    (4, "/foo", "/"),
+    (5, "/foo/", "/"),
+    (5, "/foo", "/"),
+    (5, "/foo/bar?q=1", "/bar?q=1"),
+    (6, "/foo", "/xyz/foo"),
+    (6, "/foo/bar", "/xyz/foo/bar"),
+]
+
+
+@pytest.mark.parametrize(
+    ("pair", "path", "want"), PREFIX_TABLE, ids=[f"{PREFIX_PAIRS[c[0]]}-{c[1]}" for c in PREFIX_TABLE]
+)
+def test_replace_prefix_match_table(scn: Scenario, pair: int, path: str, want: str) -> None:
+    assert scn.echo(f"rw{pair}.test", path)["path"] == want
+    r = scn.get(f"rd{pair}.test", path)
+    assert r.headers.get("location") == f"http://rd{pair}.test:{scn.ports['http']}{want}"
 
 
 def test_request_mirror_reaches_the_mirror(scn: Scenario) -> None:

@@ -142,9 +142,11 @@ def _prefix_replacement(mod: HTTPPathModifier, match: ir.RouteMatch) -> str:
     value = mod.replacePrefixMatch or "/"
     # A rule matching every path ("/") replaces the leading slash only: keep a separator.
     p = match.path
-    if p is not None and p.kind == ir.MatchKind.PREFIX and p.value == "/" and not value.endswith("/"):
-        value += "/"
-    return value
+    if p is not None and p.kind == ir.MatchKind.PREFIX and p.value == "/":
+        return value if value.endswith("/") else value + "/"
+    # The matched prefix never includes the "/" after it, so a trailing "/" here would double it
+    # ("/foo/bar" with "/xyz/" must become "/xyz/bar", the spec's table).
+    return value.rstrip("/") or "/"
 
 
 def _redirect(f: HTTPRequestRedirectFilter, lc: ListenerContext, match: ir.RouteMatch) -> ir.RedirectAction:
