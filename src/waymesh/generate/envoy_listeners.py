@@ -20,7 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
-from google.protobuf import wrappers_pb2
+from google.protobuf import struct_pb2, wrappers_pb2
 
 from waymesh.model import ir
 
@@ -59,12 +59,46 @@ _CODECS = {
 }
 
 
-def access_logs(path: str | None) -> list[accesslog_pb2.AccessLog]:
+# The same fields as JSON (accessLogEncoding: JSON), under Istio's key names.
+ACCESS_LOG_JSON_FIELDS = {
+    "start_time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%",
+    "upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration": "%DURATION%",
+    "upstream_service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
+    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%",
+    "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "requested_server_name": "%REQUESTED_SERVER_NAME%",
+    "route_name": "%ROUTE_NAME%",
+}
+
+
+def access_logs(path: str | None, as_json: bool = False) -> list[accesslog_pb2.AccessLog]:
     if not path:
         return []
-    fmt = substitution_format_string_pb2.SubstitutionFormatString(
-        text_format_source=base_pb2.DataSource(inline_string=ACCESS_LOG_FORMAT)
-    )
+    if as_json:
+        json_format = struct_pb2.Struct()
+        json_format.update(ACCESS_LOG_JSON_FIELDS)
+        fmt = substitution_format_string_pb2.SubstitutionFormatString(json_format=json_format)
+    else:
+        fmt = substitution_format_string_pb2.SubstitutionFormatString(
+            text_format_source=base_pb2.DataSource(inline_string=ACCESS_LOG_FORMAT)
+        )
     return [
         accesslog_pb2.AccessLog(
             name="envoy.access_loggers.file",
@@ -83,7 +117,7 @@ _HTTP_FILTERS = (
 
 
 def http_connection_manager(
-    chain: ir.HttpFilterChain, stat_prefix: str, access_log_path: str | None
+    chain: ir.HttpFilterChain, stat_prefix: str, access_log_path: str | None, access_log_json: bool = False
 ) -> hcm_pb2.HttpConnectionManager:
     try:
         codec = _CODECS[chain.codec]
@@ -94,7 +128,7 @@ def http_connection_manager(
         codec_type=codec,
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=chain.route_table),
         http_filters=_HTTP_FILTERS,
-        access_log=access_logs(access_log_path),
+        access_log=access_logs(access_log_path, access_log_json),
         server_name=SERVER_NAME,
         merge_slashes=False,
         path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
@@ -119,10 +153,10 @@ def http_connection_manager(
 
 
 def tcp_proxy(
-    chain: ir.TcpFilterChain, stat_prefix: str, access_log_path: str | None
+    chain: ir.TcpFilterChain, stat_prefix: str, access_log_path: str | None, access_log_json: bool = False
 ) -> tcp_proxy_pb2.TcpProxy:
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=chain.stat_prefix or stat_prefix,
-                                access_log=access_logs(access_log_path))
+                                access_log=access_logs(access_log_path, access_log_json))
     backends = [wc for wc in chain.clusters if wc.weight > 0]
     if not backends:
         raise GenerateError(f"TCP chain {stat_prefix!r} has no backend with weight > 0")
@@ -209,10 +243,11 @@ def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
                 typed(downstream_tls(chain.tls, _server_alpn(chain)))
             )
         if isinstance(chain, ir.HttpFilterChain):
-            cfg = typed(http_connection_manager(chain, listener.name, listener.access_log_path))
+            cfg = typed(http_connection_manager(chain, listener.name, listener.access_log_path,
+                                                listener.access_log_json))
             fc.filters.add(name=HCM_FILTER, typed_config=cfg)
         elif isinstance(chain, ir.TcpFilterChain):
-            cfg = typed(tcp_proxy(chain, listener.name, listener.access_log_path))
+            cfg = typed(tcp_proxy(chain, listener.name, listener.access_log_path, listener.access_log_json))
             fc.filters.add(name=TCP_PROXY_FILTER, typed_config=cfg)
         else:
             raise GenerateError(f"unknown filter chain {type(chain).__name__}")

@@ -113,6 +113,7 @@ class _Builder:
                         port=port,
                         filter_chains=tuple(chains),
                         access_log_path=getattr(self.ctx.mesh, "accessLogFile", None) or None,
+                        access_log_json=getattr(self.ctx.mesh, "accessLogEncoding", "TEXT") == "JSON",
                     )
                 )
         return ir.ProxyConfig(

@@ -259,6 +259,7 @@ class Listener:
     # True when any chain matches on SNI: the generator adds the TLS inspector.
     # Chains are matched most-specific first: exact SNI, wildcard SNI, no SNI.
     access_log_path: str | None = None  # "/dev/stdout" or a file; None: no access log
+    access_log_json: bool = False  # MeshConfig accessLogEncoding: JSON
 
 
 # --- upstreams -----------------------------------------------------------------------------

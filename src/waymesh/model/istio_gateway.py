@@ -242,7 +242,8 @@ class _Translator:
                    "traffic here, or the servers' TLS settings are unusable); no listener is created", "warning")
             return None
         return ir.Listener(name=f"{bind}_{port}", address=bind, port=port, filter_chains=tuple(kept),
-                           access_log_path=self.access_log)
+                           access_log_path=self.access_log,
+                           access_log_json=getattr(self.ctx.mesh, "accessLogEncoding", "TEXT") == "JSON")
 
     def _tls_family_chains(self, s: _Server) -> list[ir.FilterChain]:
         if s.kind == "passthrough":
