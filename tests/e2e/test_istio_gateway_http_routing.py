@@ -30,6 +30,9 @@ MATCH_CASES: dict[str, dict[str, Any]] = {
     "header-prefix": {"uri": {"prefix": "/hp"}, "headers": {"x-user": {"prefix": "admin-"}}},
     "header-regex": {"uri": {"prefix": "/hr"}, "headers": {"x-trace": {"regex": "[a-f]+"}}},
     "header-present": {"uri": {"prefix": "/present"}, "headers": {"x-any": {}}},
+    "header-star": {"uri": {"prefix": "/star"}, "headers": {"x-any": {"regex": "*"}}},
+    "without-star": {"uri": {"prefix": "/nostar"}, "withoutHeaders": {"x-any": {"regex": "*"}}},
+    "query-star": {"uri": {"prefix": "/qstar"}, "queryParams": {"debug": {"regex": "*"}}},
     "query": {"uri": {"prefix": "/query"}, "queryParams": {"version": {"exact": "2"}}},
     "query-regex": {"uri": {"prefix": "/qre"}, "queryParams": {"id": {"regex": "[0-9]{3}"}}},
     "method": {"uri": {"prefix": "/method"}, "method": {"exact": "DELETE"}},
@@ -320,6 +323,10 @@ def test_ignore_uri_case(scn: Scenario) -> None:
         ("/hr", {"x-trace": "beefy"}, "header-regex-miss"),  # RE2 full match
         ("/present", {"x-any": ""}, "header-present"),
         ("/present", {}, "header-present-miss"),
+        ("/star", {"x-any": "whatever"}, "header-star"),
+        ("/star", {}, "header-star-miss"),
+        ("/nostar", {}, "without-star"),
+        ("/nostar", {"x-any": ""}, "without-star-miss"),
         ("/without", {}, "without"),
         ("/without", {"x-block": "1"}, "without-miss"),
         ("/wvalue", {"x-tier": "silver"}, "without-value"),
@@ -336,6 +343,9 @@ def test_query_params(scn: Scenario) -> None:
     assert route_of(scn, "/query?a=b&version=2") == "query"
     assert route_of(scn, "/query?version=20") == "query-miss"
     assert route_of(scn, "/query") == "query-miss"
+    assert route_of(scn, "/qstar?debug") == "query-star"
+    assert route_of(scn, "/qstar?debug=yes") == "query-star"
+    assert route_of(scn, "/qstar?other=1") == "query-star-miss"
     assert route_of(scn, "/qre?id=123") == "query-regex"
     assert route_of(scn, "/qre?id=1234") == "query-regex-miss"
 

@@ -81,12 +81,17 @@ def string_match(sm: Any, ignore_case: bool = False) -> ir.StringMatch | None:
     return None
 
 
+def _presence_or_match(sm: Any) -> ir.StringMatch | None:
+    # Istio: regex "*" on a header or query parameter means "present", like an empty match.
+    return None if sm.regex == "*" else string_match(sm)
+
+
 def _match(m: Any) -> ir.RouteMatch:
     headers: list[ir.HeaderMatch] = []
     for name, sm in m.headers.items():
-        headers.append(ir.HeaderMatch(name, string_match(sm)))
+        headers.append(ir.HeaderMatch(name, _presence_or_match(sm)))
     for name, sm in m.withoutHeaders.items():
-        headers.append(ir.HeaderMatch(name, string_match(sm), invert=True))
+        headers.append(ir.HeaderMatch(name, _presence_or_match(sm), invert=True))
     if m.authority is not None:
         headers.append(ir.HeaderMatch(":authority", string_match(m.authority)))
     if m.scheme is not None:
@@ -101,7 +106,7 @@ def _match(m: Any) -> ir.RouteMatch:
     return ir.RouteMatch(
         path=string_match(m.uri, bool(m.ignoreUriCase)) if m.uri is not None else None,
         headers=tuple(headers),
-        query=tuple(ir.QueryMatch(name, string_match(sm)) for name, sm in m.queryParams.items()),
+        query=tuple(ir.QueryMatch(name, _presence_or_match(sm)) for name, sm in m.queryParams.items()),
         method=method,
     )
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from waymesh.config.kinds import KindInfo, register_kind
 from waymesh.config.types import ISTIO_NETWORKING
-from waymesh.model.api.base import ApiModel, Duration, Port, Re2Regex, StringMap, parse_duration
+from waymesh.model.api.base import ApiModel, Duration, Port, Re2Regex, StringMap, check_re2, parse_duration
 from waymesh.model.istio_hosts import check_hostname
 
 VERSIONS = ("v1", "v1beta1", "v1alpha3")
@@ -239,19 +239,30 @@ class GatewaySpec(ApiModel):
 # --- VirtualService --------------------------------------------------------------------------
 
 
+def _re2_or_star(pattern: str) -> str:
+    # Istio reads regex "*" on headers and query parameters as "present" (not a regex).
+    return pattern if pattern == "*" else check_re2(pattern)
+
+
+class PresenceStringMatch(StringMatch):
+    """StringMatch for headers, withoutHeaders and queryParams: `regex: "*"` means "present"."""
+
+    regex: Annotated[str, AfterValidator(_re2_or_star)] | None = None  # type: ignore[assignment]
+
+
 class HTTPMatchRequest(ApiModel):
     name: str | None = None
     uri: StringMatch | None = None
     scheme: StringMatch | None = None
     method: StringMatch | None = None
     authority: StringMatch | None = None
-    headers: dict[str, StringMatch] = {}
+    headers: dict[str, PresenceStringMatch] = {}
     port: UInt32 | None = None
     sourceLabels: StringMap = {}
     gateways: list[str] = []
-    queryParams: dict[str, StringMatch] = {}
+    queryParams: dict[str, PresenceStringMatch] = {}
     ignoreUriCase: bool | None = None
-    withoutHeaders: dict[str, StringMatch] = {}
+    withoutHeaders: dict[str, PresenceStringMatch] = {}
     sourceNamespace: str | None = None
     statPrefix: str | None = None
 
