@@ -107,7 +107,7 @@ def service_yaml(backend: Backend, app_protocol: str | None = None, service_port
 _next_address = [20]
 
 
-def _address() -> str:
+def loopback_address() -> str:
     _next_address[0] = _next_address[0] % 230 + 1
     return f"127.0.1.{_next_address[0] + 10}"
 
@@ -120,7 +120,7 @@ def start_backends(mesh: Mesh, specs: list[BackendSpec]) -> dict[str, Backend]:
     """
     backends: list[Backend] = []
     for spec in specs:
-        address = _address()
+        address = loopback_address()
         port = free_port(address)
         args = [
             "echo",
@@ -211,7 +211,7 @@ def scenario(
         scn.gateways = gateways or [("default", "gw")]
         if before_start is not None:
             before_start(scn)
-        scn.backends = start_backends(mesh, backends)
+        scn.backends.update(start_backends(mesh, backends))
         for file, text in config(scn).items():
             mesh.write(file, text)
         mesh.start_control_plane()

@@ -4,7 +4,7 @@ Each match of a rule becomes one `ir.Route`, because precedence is decided per m
 routes on a hostname, an Exact path beats a PathPrefix (longer first; RegularExpression, whose
 place the spec leaves to implementations, sits between them), then a method match, then more
 header matches, then more query matches; ties go to the oldest route, then namespace/name, then
-rule and match order.
+rule and match order. GRPCRoute ranks by characters of service, then of method, then header matches.
 """
 
 from __future__ import annotations
@@ -125,6 +125,17 @@ def match_rank(m: ir.RouteMatch) -> tuple:
     return (*path_rank, 0 if m.method else 1, -len(m.headers), -len(m.query))
 
 
+def grpc_match_rank(m: GRPCRouteMatch | None) -> tuple:
+    """GRPCRoute precedence, smallest first: more characters of service, then of method, then
+    more header matches (the spec's order; not the HTTP path ranking, under which a method-only
+    regex would beat a service match)."""
+    if m is None:
+        return (0, 0, 0, 0, 0)
+    service = m.method.service if m.method is not None else None
+    method = m.method.method if m.method is not None else None
+    return (0, -len(service or ""), -len(method or ""), -len(m.headers), 0)
+
+
 # --- filters ---------------------------------------------------------------------------------
 
 
@@ -221,14 +232,16 @@ class RouteTranslator:
             path = f"spec.rules[{i}]"
             r = self._rule(route, rule, path, grpc, out)
             matches = [grpc_match(m) for m in rule.matches] if grpc else [http_match(m) for m in rule.matches]
+            ranks = [grpc_match_rank(m) for m in rule.matches] if grpc else [match_rank(m) for m in matches]
             if not matches:
                 matches = [ir.RouteMatch(path=ir.StringMatch(ir.MatchKind.PREFIX, "/"))]
+                ranks = [grpc_match_rank(None) if grpc else match_rank(matches[0])]
             meta = [("config", f"{route.kind} {route.namespace}/{route.name}"), ("rule", str(i))]
             if rule.name:
                 meta.append(("rule_name", rule.name))
             for j, m in enumerate(matches):
                 ir_route = self._ir_route(r, m, lc, f"{route.namespace}/{route.name}/{i}/{j}", tuple(meta))
-                out.entries.append(((match_rank(m), order, i, j), ir_route))
+                out.entries.append(((ranks[j], order, i, j), ir_route))
         return out
 
     # --- one rule ----------------------------------------------------------------------------
