@@ -16,6 +16,9 @@ def echo(
     address: str = typer.Option("0.0.0.0", help="IP address to bind (e.g. 127.0.0.2)."),
     tls_cert: str | None = typer.Option(None, help="PEM certificate: serve TLS."),
     tls_key: str | None = typer.Option(None, help="PEM private key for --tls-cert."),
+    tls_client_ca: str | None = typer.Option(
+        None, help="PEM CA bundle: require client certificates signed by it (with --tls-cert)."
+    ),
     h2c: bool = typer.Option(True, help="Accept HTTP/2: h2c prior knowledge, and ALPN h2 over TLS."),
     quiet: bool = typer.Option(False, help="Do not log one line per request (benchmarks)."),
 ) -> None:
@@ -25,6 +28,8 @@ def echo(
 
     if bool(tls_cert) != bool(tls_key):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
+    if tls_client_ca and not tls_cert:
+        raise typer.BadParameter("--tls-client-ca needs --tls-cert and --tls-key")
     run(
         EchoConfig(
             name=name,
@@ -33,6 +38,7 @@ def echo(
             port=port,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
             http2=h2c,
             log=not quiet,
         )
