@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from waymesh.durations import parse_go_duration
 from waymesh.echo.config import EchoConfig
-from waymesh.echo.durations import parse_duration
 
 SET_HEADER = "x-echo-set-header"
 
@@ -61,7 +61,7 @@ class Echo:
         delay = 0.0
         size = 0
         if "delay" in query:
-            delay = parse_duration(query["delay"])
+            delay = parse_go_duration(query["delay"], allow_sign=True)
             if delay < 0:
                 raise ValueError(f"negative delay {query['delay']!r}")
         if "status" in query:

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from waymesh.durations import parse_go_duration
+
 
 class ApiModel(BaseModel):
     """Base for every API model: field names as in YAML, unknown fields rejected.
@@ -28,42 +30,12 @@ class ApiModel(BaseModel):
 
 # --- durations -------------------------------------------------------------------------------
 
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,  # U+00B5 micro sign, as Go accepts
-    "μs": 1e-6,  # U+03BC greek mu, as Go accepts
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
 def parse_duration(s: str) -> float:
     """Parse a Go/Istio duration ("1.5s", "100ms", "1h2m") into seconds.
 
     Negative durations are rejected: no mesh setting has a use for them.
     """
-    if not isinstance(s, str):
-        raise ValueError(f"expected a duration string like '1.5s', got {s!r}")
-    text = s.strip()
-    if text == "0":
-        return 0.0
-    if not text:
-        raise ValueError("empty duration")
-    pos = 0
-    total = 0.0
-    while pos < len(text):
-        m = _DURATION_PART.match(text, pos)
-        if m is None:
-            raise ValueError(
-                f"invalid duration {s!r}: expected a number with a unit (ns, us, ms, s, m, h), e.g. '1.5s' or '1m30s'"
-            )
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    return total
+    return parse_go_duration(s)
 
 
 def _check_duration(s: str) -> str:

@@ -1,6 +1,8 @@
+"""Go duration syntax, shared by the API models and the echo server."""
+
 import pytest
 
-from waymesh.echo.durations import parse_duration
+from waymesh.durations import parse_go_duration
 
 
 @pytest.mark.parametrize(
@@ -19,10 +21,15 @@ from waymesh.echo.durations import parse_duration
     ],
 )
 def test_go_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
+    assert parse_go_duration(text, allow_sign=True) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "1", "s", "1x", "1s2", "--1s"])
 def test_rejects_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
-        parse_duration(text)
+        parse_go_duration(text, allow_sign=True)
+
+
+def test_a_sign_is_rejected_unless_allowed() -> None:
+    with pytest.raises(ValueError):
+        parse_go_duration("-2s")
