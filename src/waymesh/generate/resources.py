@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from waymesh.model import ir
 from waymesh.xds.cache import Resource, content_version
+from waymesh.xds.wire import length_delimited
 
 from . import type_urls
 from .envoy_clusters import build_cluster, build_load_assignment
@@ -49,25 +50,6 @@ class _VirtualHostPiece(NamedTuple):
     data: bytes  # framed as RouteConfiguration.virtual_hosts
     max_body: int  # largest direct-response body
     domain_port: bool  # whether a domain names a port
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL_VARINTS[n]
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """One length-delimited field (wire type 2): tag, length, bytes."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 _MISSING = object()
@@ -230,7 +212,7 @@ class ResourceBuilder:
     def _assemble_virtual_host(vh: ir.VirtualHost, routes: tuple[bytes, ...]) -> _VirtualHostPiece:
         data = virtual_host_header(vh).SerializeToString(deterministic=True) + b"".join(routes)
         return _VirtualHostPiece(
-            _field(_ROUTE_CONFIGURATION_VIRTUAL_HOSTS, data),
+            length_delimited(_ROUTE_CONFIGURATION_VIRTUAL_HOSTS, data),
             max((max_body_size(r) for r in vh.routes), default=0),
             any(domain_has_port(d) for d in vh.domains),
         )
@@ -238,7 +220,7 @@ class ResourceBuilder:
     def _route(self, route: ir.Route, hash_keys: tuple[ir.HashKey, ...]) -> bytes:
         """The route's Envoy routes (one per match), each framed as VirtualHost.routes."""
         return self._routes.get(route, hash_keys, lambda: b"".join(
-            _field(_VIRTUAL_HOST_ROUTES, r.SerializeToString(deterministic=True))
+            length_delimited(_VIRTUAL_HOST_ROUTES, r.SerializeToString(deterministic=True))
             for r in build_routes(route, hash_keys)))
 
 

@@ -17,7 +17,13 @@ _DELTA_VERSION, _DELTA_RESOURCES, _DELTA_TYPE_URL, _DELTA_NONCE, _DELTA_REMOVED 
 _RES_VERSION, _RES_BODY, _RES_NAME = 1, 2, 3
 
 
-def _varint(n: int) -> bytes:
+_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
+
+
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint (tags and lengths are mostly one byte: those are precomputed)."""
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -26,20 +32,22 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _field(number: int, data: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+def length_delimited(number: int, data: bytes) -> bytes:
+    """One length-delimited field (wire type 2): tag, length, bytes."""
+    return varint(number << 3 | 2) + varint(len(data)) + data
+
+
 
 
 def _str(number: int, s: str) -> bytes:
-    return _field(number, s.encode()) if s else b""
+    return length_delimited(number, s.encode()) if s else b""
 
 
 def _sotw_entry(r: Resource) -> bytes:
     """The resource as a framed `resources` entry of a DiscoveryResponse (cached)."""
     b = r.wire.get("sotw")
     if b is None:
-        b = r.wire["sotw"] = _field(_SOTW_RESOURCES, r.body.SerializeToString())
+        b = r.wire["sotw"] = length_delimited(_SOTW_RESOURCES, r.body.SerializeToString())
     return b
 
 
@@ -49,10 +57,10 @@ def _delta_entry(r: Resource) -> bytes:
     if b is None:
         inner = (
             _str(_RES_VERSION, r.version)
-            + _field(_RES_BODY, r.body.SerializeToString())
+            + length_delimited(_RES_BODY, r.body.SerializeToString())
             + _str(_RES_NAME, r.name)
         )
-        b = r.wire["delta"] = _field(_DELTA_RESOURCES, inner)
+        b = r.wire["delta"] = length_delimited(_DELTA_RESOURCES, inner)
     return b
 
 
