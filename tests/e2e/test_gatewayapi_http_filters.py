@@ -7,6 +7,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -130,6 +131,16 @@ def _config(scn: Scenario) -> dict[str, str]:
             _rule("/retry", [], a, retry={"attempts": 2, "codes": [503]}),
             _rule("/noretry", [], a),
         ]),
+        http_route("retry-timeout", ["retry-timeout.test"], [
+            _rule("/", [], a, timeouts={"request": "5s", "backendRequest": "300ms"}, retry={"attempts": 2, "codes": [504]}),
+        ]),
+        http_route("h2c", ["h2c.test"], [_rule("/", [], [backend_ref("a-h2c")])]),
+        http_route("upper", ["upper.test"], [
+            _rule("/", [
+                _headers("RequestHeaderModifier", set_={"X-Header-Set": "set"}, add={"X-Header-Add": "add"}, remove=["X-Header-Remove"]),
+                _headers("ResponseHeaderModifier", set_={"X-Resp-Set": "set"}, remove=["X-Resp-Remove"]),
+            ], a),
+        ]),
     ]  # fmt: skip
     for i, (match, replacement) in enumerate(PREFIX_PAIRS):
         modifier = {"type": "ReplacePrefixMatch", "replacePrefixMatch": replacement}
@@ -140,6 +151,9 @@ def _config(scn: Scenario) -> dict[str, str]:
             http_route(f"redirect-{i}", [f"rd{i}.test"], [_rule(match, [_redirect(path=modifier)])])
         )
     backends = "---\n".join(service_yaml(scn.backends[n]) for n in ("a", "b", "mirror"))
+    # The same echo as "a" behind a Service whose port says h2c: the gateway must speak HTTP/2 to it.
+    a_h2c = replace(scn.backends["a"], name="a-h2c")
+    backends += "---\n" + service_yaml(a_h2c, app_protocol="kubernetes.io/h2c")
     return {
         "backends.yaml": backends,
         "gateway.yaml": dump(GATEWAY_CLASS, gateway("gw", [listener("http", scn.ports["http"])])),
@@ -337,6 +351,56 @@ def test_retry(scn: Scenario) -> None:
     key = uuid.uuid4().hex
     assert scn.get("retry.test", f"/noretry?fail=1&key={key}").status_code == 503
     assert len(a.requests(key)) == 1
+
+
+def test_header_modifier_names_are_case_insensitive(scn: Scenario) -> None:
+    r = scn.get(
+        "upper.test",
+        "/",
+        headers={
+            "x-header-set": "client",
+            "x-header-add": "client",
+            "x-header-remove": "client",
+            "x-echo-set-header": "x-resp-remove:1",
+        },
+    )
+    headers = r.json()["headers"]
+    assert headers["x-header-set"] == ["set"]
+    assert sorted(headers["x-header-add"]) == ["add", "client"]
+    assert "x-header-remove" not in headers
+    assert r.headers["x-resp-set"] == "set" and "x-resp-remove" not in r.headers
+
+
+def test_backend_app_protocol_h2c(scn: Scenario) -> None:
+    assert scn.echo("h2c.test", "/")["protocol"] == "HTTP/2"
+    assert scn.echo("headers.test", "/")["protocol"] == "HTTP/1.1"
+
+
+def test_redirect_with_port_in_host_header(scn: Scenario) -> None:
+    # Clients name a non-default port in Host; Location follows the spec's port rules, not Host.
+    port = scn.ports["http"]
+    assert (
+        scn.get(f"redirect.test:{port}", "/scheme/x").headers["location"] == "https://redirect.test/scheme/x"
+    )
+    assert (
+        scn.get(f"redirect.test:{port}", "/host/x").headers["location"] == f"http://other.test:{port}/host/x"
+    )
+    assert (
+        scn.get(f"redirect.test:{port}", "/port/x").headers["location"] == "http://redirect.test:8443/port/x"
+    )
+
+
+def test_backend_request_timeout_is_per_try(scn: Scenario) -> None:
+    a = scn.backends["a"]
+    key = uuid.uuid4().hex
+    start = time.monotonic()
+    r = scn.get("retry-timeout.test", f"/?delay=2s&key={key}")
+    took = time.monotonic() - start
+    assert r.status_code == 504
+    tries = wait_stable(lambda: len(a.requests(key)), settle=0.3)
+    # Each try is cut at 300 ms and retried (504 is a retriable code): 3 tries, well before 5 s.
+    assert tries == 3, tries
+    assert 0.8 <= took < 2.0, took
 
 
 def test_status_and_validation(scn: Scenario) -> None:

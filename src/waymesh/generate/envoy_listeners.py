@@ -139,6 +139,8 @@ def http_connection_manager(
     hcm.use_remote_address.value = True
     hcm.generate_request_id.value = True
     hcm.normalize_path.value = True
+    if chain.strip_host_port:
+        hcm.strip_any_host_port = True
     if codec != hcm_pb2.HttpConnectionManager.HTTP1:
         # Envoy's edge-proxy recommendations; allow_connect lets websockets run over HTTP/2.
         hcm.http2_protocol_options.CopyFrom(

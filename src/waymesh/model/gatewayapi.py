@@ -153,7 +153,7 @@ class _Builder:
     def _chains(self, port: _Port) -> list[ir.FilterChain]:
         family = port.listeners[0].family()
         if family == "http":
-            return [ir.HttpFilterChain(route_table=self._route_table(port, "http"))]
+            return [ir.HttpFilterChain(route_table=self._route_table(port, "http"), strip_host_port=True)]
         if family == "tcp":
             chain = self._tcp_chain(port.listeners[0], None)
             return [chain] if chain else []
@@ -165,7 +165,7 @@ class _Builder:
             for lst in sorted(https, key=lambda x: hostname_specificity(x.hostname)):
                 names = (lst.hostname,) if lst.hostname else ()
                 taken.add(lst.hostname or "")
-                chains.append(ir.HttpFilterChain(route_table=table, server_names=names, tls=lst.tls))
+                chains.append(ir.HttpFilterChain(route_table=table, server_names=names, tls=lst.tls, strip_host_port=True))
         for lst in port.listeners:
             if lst.protocol == "TLS":
                 chains.extend(self._tls_chains(port, lst, taken))

@@ -229,6 +229,9 @@ class HttpFilterChain:
     # Codec: "auto" (HTTP/1.1 and h2c prior knowledge / ALPN), "http1", "http2".
     codec: str = "auto"
     stat_prefix: str = ""
+    # Drop any ":port" from Host before routing, so redirects derive the port from the route,
+    # not from what the client typed (Gateway API's redirect port rules).
+    strip_host_port: bool = False
 
 
 @dataclass(frozen=True)
