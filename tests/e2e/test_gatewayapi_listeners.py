@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from waymesh.ca.selfsigned import IssuedCertificate, issue_self_signed
+from waymesh.tools.harness import echo_json
 
 from .gatewayapi_support import (
     GATEWAY_API_V1A2,
@@ -25,6 +27,7 @@ from .gatewayapi_support import (
     Scenario,
     assert_envoy_validates,
     backend_ref,
+    binomial_bounds,
     condition,
     credential,
     dump,
@@ -57,6 +60,13 @@ def _tagged(case: str, path: str = "/", backend: str = "a", backend_ns: str | No
     }
 
 
+def _redirect_rule(path: str, **redirect: Any) -> dict[str, Any]:
+    return {
+        "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+        "filters": [{"type": "RequestRedirect", "requestRedirect": redirect}],
+    }
+
+
 def _parent(section: str | None = None, name: str = "gw") -> dict[str, Any]:
     ref: dict[str, Any] = {"name": name, "namespace": "default"}
     if section:
@@ -65,12 +75,18 @@ def _parent(section: str | None = None, name: str = "gw") -> dict[str, Any]:
 
 
 def _l4_route(
-    kind: str, name: str, section: str, backend: str, hostnames: list[str] | None = None
+    kind: str,
+    name: str,
+    section: str,
+    backend: str,
+    hostnames: list[str] | None = None,
+    weights: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"parentRefs": [_parent(section)]}
     if hostnames:
         spec["hostnames"] = hostnames
-    spec["rules"] = [{"backendRefs": [backend_ref(backend)]}]
+    refs = [backend_ref(n, w) for n, w in weights.items()] if weights else [backend_ref(backend)]
+    spec["rules"] = [{"backendRefs": refs}]
     return {
         "apiVersion": GATEWAY_API_V1A2,
         "kind": kind,
@@ -116,13 +132,14 @@ def _config(scn: Scenario) -> dict[str, str]:
         http_route("intersect", ["x.example.com", "other.org", "*.y.example.com"], [_tagged("intersect")],
                    parents=[_parent("hosts-wild")]),
         http_route("no-intersection", ["nothing.org"], [_tagged("none")], parents=[_parent("hosts-wild")]),
-        http_route("https-a", None, [_tagged("https-a")], parents=[_parent("https-a")]),
+        http_route("https-a", None, [_tagged("https-a"), _redirect_rule("/redir", hostname="other.test")],
+                   parents=[_parent("https-a")]),
         http_route("https-b", None, [_tagged("https-b", backend="b")], parents=[_parent("https-b")]),
     ]  # fmt: skip
     l4_routes = [
         _l4_route("TLSRoute", "pass", "pass", "tlsecho", ["pass.example.com"]),
         _l4_route("TCPRoute", "term", "term", "a"),
-        _l4_route("TCPRoute", "tcp", "tcp", "b"),
+        _l4_route("TCPRoute", "tcp", "tcp", "b", weights={"a": 1, "b": 1}),
     ]
     ns_routes = [
         http_route("same-ok", None, [_tagged("same-ok", "/same-ok")], parents=[_parent("ns-same")]),
@@ -293,10 +310,22 @@ def test_tls_terminate_with_tcproute(scn: Scenario) -> None:
     assert "x-forwarded-for" not in body["headers"]
 
 
-def test_tcp_listener_with_tcproute(scn: Scenario) -> None:
-    body = scn.echo("tcp.test", "/over-tcp", port="tcp")
-    assert body["name"] == "b" and body["path"] == "/over-tcp"
-    assert "x-forwarded-for" not in body["headers"]
+def test_tcp_listener_with_weighted_tcproute(scn: Scenario) -> None:
+    n = 100
+    seen: Counter[str] = Counter()
+    for _ in range(n):
+        # A new connection each time: TCP is balanced per connection.
+        body = echo_json(httpx.get(scn.url("/over-tcp", "tcp"), headers={"host": "tcp.test"}, timeout=10))
+        assert body["path"] == "/over-tcp" and "x-forwarded-for" not in body["headers"]
+        seen[body["name"]] += 1
+    lo, hi = binomial_bounds(n, 0.5)
+    assert set(seen) <= {"a", "b"} and lo <= seen["a"] <= hi, seen
+
+
+def test_redirect_on_https_listener_keeps_https(scn: Scenario) -> None:
+    # No scheme or port in the filter: the listener's scheme and port (spec's port rules).
+    r = tls_get(scn.ports["tls"], "a.example.com", scn.data["cert-a"].ca_pem, "/redir/x")
+    assert (r.status_code, r.headers["location"]) == (302, f"https://other.test:{scn.ports['tls']}/redir/x")
 
 
 # --- allowedRoutes ---------------------------------------------------------------------------

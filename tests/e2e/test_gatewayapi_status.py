@@ -21,6 +21,7 @@ from .gatewayapi_support import (
     backend_ref,
     binomial_bounds,
     condition,
+    credential,
     dump,
     gateway,
     http_route,
@@ -29,10 +30,11 @@ from .gatewayapi_support import (
     parent_condition,
     scenario,
     service_yaml,
+    tls_get,
     wait_until,
 )
 
-PORTS = ("http", "count", "bad")
+PORTS = ("http", "count", "bad", "udp", "kinds", "conflict", "proto", "xns")
 
 
 def _rule(*refs: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +73,16 @@ def _config(scn: Scenario) -> dict[str, str]:
         listener("count", p["count"], hostname="count.test"),
         listener("second", p["count"], hostname="second.test"),
         listener("bad-cert", p["bad"], "HTTPS", "bad.test", tls={"mode": "Terminate", "certificateRefs": [{"name": "no-such-secret"}]}),
-        listener("udp", p["bad"] + 1 if p["bad"] < 65535 else p["bad"] - 1, "UDP"),
+        listener("udp", p["udp"], "UDP"),
+        listener("grpc-only", p["kinds"], allowedRoutes={"kinds": [{"kind": "GRPCRoute"}]}),
+        listener("bad-kinds", p["kinds"], hostname="bad-kinds.test", allowedRoutes={"kinds": [{"kind": "TCPRoute"}]}),
+        # Same port and hostname, different protocols of the TLS family: a hostname conflict.
+        listener("dup-1", p["conflict"], "HTTPS", "dup.test", tls={"mode": "Terminate", "certificateRefs": [{"name": "xns-cert"}]}),
+        listener("dup-2", p["conflict"], "TLS", "dup.test", tls={"mode": "Passthrough"}),
+        listener("proto-http", p["proto"]),
+        listener("proto-tcp", p["proto"], "TCP"),
+        listener("xns", p["xns"], "HTTPS", "xns.test",
+                 tls={"mode": "Terminate", "certificateRefs": [{"name": "xns-cert", "namespace": "certs"}]}),
     ])  # fmt: skip
     routes = [
         http_route("missing", ["missing.test"], [_rule(backend_ref("nope"))]),
@@ -84,6 +95,8 @@ def _config(scn: Scenario) -> dict[str, str]:
             parents=[_parent("count"), _parent("second")],
         ),
         http_route("bad-section", None, [_rule(backend_ref("a"))], parents=[_parent("no-such-listener")]),
+        http_route("wrong-kind", None, [_rule(backend_ref("a"))], parents=[_parent("grpc-only")]),
+        http_route("xns-route", None, [_rule(backend_ref("a"))], parents=[_parent("xns")]),
     ]
     return {
         "backends.yaml": "---\n".join(service_yaml(scn.backends[n]) for n in ("a", "other/c")),
@@ -101,8 +114,12 @@ def _ready(scn: Scenario) -> bool:
 
 @pytest.fixture(scope="module")
 def scn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    def before_start(s: Scenario) -> None:
+        s.data["xns-cert"] = credential(s.mesh, "xns-cert", ["xns.test"])
+
     backends = [BackendSpec("a"), BackendSpec("c", namespace="other")]
-    with scenario(tmp_path_factory.mktemp("gwapi-status"), PORTS, backends, _config, _ready) as s:
+    workdir = tmp_path_factory.mktemp("gwapi-status")
+    with scenario(workdir, PORTS, backends, _config, _ready, before_start=before_start) as s:
         yield s
 
 
@@ -203,6 +220,66 @@ def test_listeners_that_cannot_be_programmed(scn: Scenario) -> None:
     for name in ("http", "count", "second"):
         ok = {c["type"]: c["status"] for c in listener_status(status, name)["conditions"]}
         assert ok["Programmed"] == "True"
+
+
+def _listener_conditions(scn: Scenario, name: str) -> dict[str, tuple[str, str]]:
+    lst = listener_status(scn.status("Gateway", "gw"), name)
+    return {c["type"]: (c["status"], c["reason"]) for c in lst["conditions"]}
+
+
+def test_allowed_route_kinds(scn: Scenario) -> None:
+    cond = parent_condition(scn.status("HTTPRoute", "wrong-kind"), "Accepted")
+    assert (cond["status"], cond["reason"]) == ("False", "NotAllowedByListeners")
+    assert scn.get("kinds.test", "/", port="kinds").status_code == 404
+    gw = scn.status("Gateway", "gw")
+    assert listener_status(gw, "grpc-only")["supportedKinds"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+    ]
+    assert _listener_conditions(scn, "bad-kinds")["ResolvedRefs"] == ("False", "InvalidRouteKinds")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("dup-1", "HostnameConflict"),
+        ("dup-2", "HostnameConflict"),
+        ("proto-http", "ProtocolConflict"),
+        ("proto-tcp", "ProtocolConflict"),
+    ],
+)
+def test_conflicted_listeners(scn: Scenario, name: str, reason: str) -> None:
+    conds = _listener_conditions(scn, name)
+    assert conds["Conflicted"] == ("True", reason)
+    assert conds["Programmed"][0] == "False"
+
+
+def test_cross_namespace_certificate_needs_a_reference_grant(scn: Scenario) -> None:
+    mesh = scn.mesh
+    assert _listener_conditions(scn, "xns")["ResolvedRefs"] == ("False", "RefNotPermitted")
+    assert _listener_conditions(scn, "xns")["Programmed"][0] == "False"
+    grant = {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": "gateways-to-certs", "namespace": "certs"},
+        "spec": {
+            "from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "default"}],
+            "to": [{"group": "", "kind": "Secret"}],
+        },
+    }
+    mesh.write("cert-grant.yaml", dump(grant))
+    try:
+        wait_until(lambda: _listener_conditions(scn, "xns")["Programmed"][0] == "True", what="xns programmed")
+        ca = scn.data["xns-cert"].ca_pem
+        r = wait_until(
+            lambda: (r := tls_get(scn.ports["xns"], "xns.test", ca)).status_code == 200 and r,
+            what="xns serving",
+        )
+        assert r.json()["name"] == "a"
+    finally:
+        mesh.remove("cert-grant.yaml")
+    wait_until(
+        lambda: _listener_conditions(scn, "xns")["ResolvedRefs"][1] == "RefNotPermitted", what="grant removed"
+    )
 
 
 def test_envoy_validates(scn: Scenario) -> None:
