@@ -51,7 +51,8 @@ class BackendSpec:
     name: str
     namespace: str = "default"
     tls: tuple[str, str] | None = None  # (cert file, key file): the echo serves TLS itself
-    app_protocol: str | None = None
+    port: int | None = None  # default: a free one (set it to share one port across addresses)
+    address: str | None = None  # default: the next loopback address of the pool
 
 
 @dataclass
@@ -120,8 +121,8 @@ def start_backends(mesh: Mesh, specs: list[BackendSpec]) -> dict[str, Backend]:
     """
     backends: list[Backend] = []
     for spec in specs:
-        address = loopback_address()
-        port = free_port(address)
+        address = spec.address or loopback_address()
+        port = spec.port or free_port(address)
         args = [
             "echo",
             "--port",
