@@ -394,13 +394,13 @@ def test_backend_request_timeout_is_per_try(scn: Scenario) -> None:
     a = scn.backends["a"]
     key = uuid.uuid4().hex
     start = time.monotonic()
-    r = scn.get("retry-timeout.test", f"/?delay=2s&key={key}")
+    r = scn.get("retry-timeout.test", f"/?delay=5s&key={key}")
     took = time.monotonic() - start
     assert r.status_code == 504
     tries = wait_stable(lambda: len(a.requests(key)), settle=0.3)
     # Each try is cut at 300 ms and retried (504 is a retriable code): 3 tries, well before 5 s.
     assert tries == 3, tries
-    assert 0.8 <= took < 2.0, took
+    assert 0.8 <= took < 4.0, took
 
 
 def test_status_and_validation(scn: Scenario) -> None:
