@@ -117,7 +117,11 @@ class ControlPlane:
     # --- pushing ---------------------------------------------------------------------------
 
     def _on_store_change(self, changes: list[Any]) -> None:
-        self._changed_keys.update(key for key, _old, _new in changes)
+        keys = [key for key, _old, _new in changes]
+        # The registry follows the store at once, so a proxy that connects before the next push
+        # is translated against the same state the store holds.
+        self.index.apply_changes(keys)
+        self._changed_keys.update(keys)
         self._dirty.set()
 
     async def _push_loop(self) -> None:
@@ -128,7 +132,6 @@ class ControlPlane:
             keys, self._changed_keys = self._changed_keys, set()
             everything, self._everything_changed = self._everything_changed, False
             started = time.perf_counter()
-            self.index.apply_changes(keys)
             states = list(self.index.proxies.values()) if everything else self.index.affected_proxies(keys)
             for state in states:
                 self._push_proxy(state.proxy)
