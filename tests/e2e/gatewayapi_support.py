@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import socket
-import ssl
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
-from waymesh.ca.selfsigned import IssuedCertificate, issue_self_signed, write_credential
+from tests.e2e.support import binomial_bounds, client_context, config_errors, credential, wait_stable  # noqa: F401
 from waymesh.controlplane.offline import OfflineMesh
 from waymesh.generate.validate import validate_with_envoy
 from waymesh.tools.harness import Mesh, Process, echo_json, free_port, running_mesh, wait_until
@@ -218,17 +215,11 @@ def scenario(
         mesh.start_control_plane()
         for namespace, name in scn.gateways:
             mesh.start_gateway_api_proxy(name, namespace)
-        wait_until(lambda: ready(scn), timeout=30, what=f"routes live; control plane errors: {_errors(mesh)}")
+        wait_until(lambda: ready(scn), timeout=30, what=f"routes live; control plane errors: {config_errors(mesh)}")
         try:
             yield scn
         finally:
             scn.client.close()
-
-
-def _errors(mesh: Mesh) -> Any:
-    with contextlib.suppress(Exception):
-        return mesh.errors()
-    return "?"
 
 
 # --- YAML builders ---------------------------------------------------------------------------
@@ -352,64 +343,7 @@ def assert_envoy_validates(scn: Scenario) -> None:
 # --- statistics ------------------------------------------------------------------------------
 
 
-def binomial_bounds(n: int, p: float, alpha: float = 1e-6) -> tuple[int, int]:
-    """[lo, hi] holding a Binomial(n, p) count with probability >= 1 - alpha (exact tails).
-
-    A correct proxy fails such a check about once in a million runs; a wrong split (say 50/50
-    instead of 75/25 over 400 requests) fails it almost always.
-    """
-
-    def log_pmf(k: int) -> float:
-        if p in (0.0, 1.0):
-            return 0.0 if k == round(n * p) else -math.inf
-        return (
-            math.lgamma(n + 1)
-            - math.lgamma(k + 1)
-            - math.lgamma(n - k + 1)
-            + k * math.log(p)
-            + (n - k) * math.log1p(-p)
-        )
-
-    pmf = [math.exp(log_pmf(k)) for k in range(n + 1)]
-    lo, tail = 0, 0.0
-    while lo < n and tail + pmf[lo] <= alpha / 2:
-        tail += pmf[lo]
-        lo += 1
-    hi, tail = n, 0.0
-    while hi > 0 and tail + pmf[hi] <= alpha / 2:
-        tail += pmf[hi]
-        hi -= 1
-    return lo, hi
-
-
-def wait_stable(count: Callable[[], int], settle: float = 0.6, timeout: float = 15.0) -> int:
-    """Poll `count()` until it stops changing for `settle` seconds (mirrored requests are async)."""
-    last = (count(), time.monotonic())
-
-    def stable() -> bool:
-        nonlocal last
-        now = count()
-        if now != last[0]:
-            last = (now, time.monotonic())
-            return False
-        return time.monotonic() - last[1] >= settle
-
-    wait_until(stable, timeout=timeout, interval=0.1, what="count to settle")
-    return last[0]
-
-
 # --- certificates ----------------------------------------------------------------------------
-
-
-def credential(mesh: Mesh, name: str, hosts: list[str]) -> IssuedCertificate:
-    """A real CA + certificate for `hosts`, written as Secret `name` (certificateRefs)."""
-    issued = issue_self_signed(hosts, ca_name=f"{name} CA")
-    write_credential(mesh.credentials_dir / name, issued)
-    return issued
-
-
-def client_context(ca_pem: bytes) -> ssl.SSLContext:
-    return ssl.create_default_context(cadata=ca_pem.decode())
 
 
 def tls_get(

@@ -11,10 +11,7 @@ import asyncio
 import contextlib
 import http.server
 import json
-import math
-import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +19,8 @@ from typing import Any
 
 import httpx
 
-from waymesh.ca.selfsigned import IssuedCertificate, issue_self_signed, write_credential
+from tests.e2e.support import binomial_bounds, client_context, config_errors, credential, wait_stable  # noqa: F401
+from waymesh.ca.selfsigned import IssuedCertificate
 from waymesh.controlplane.offline import OfflineMesh
 from waymesh.echo import EchoConfig, Server, serve_echo
 from waymesh.echo.behaviour import EchoRequest
@@ -114,18 +112,12 @@ def scenario(
             problems.extend(e["message"] for e in mesh.errors() if e["severity"] == "error")
             return bool(problems) or ready(scn)
 
-        wait_until(live, timeout=30, what=f"routes live; control plane errors: {_errors(mesh)}")
+        wait_until(live, timeout=30, what=f"routes live; control plane errors: {config_errors(mesh)}")
         assert not problems, "\n".join(problems)
         try:
             yield scn
         finally:
             scn.client.close()
-
-
-def _errors(mesh: Mesh) -> Any:
-    with contextlib.suppress(Exception):
-        return mesh.errors()
-    return "?"
 
 
 # --- checks shared by every module -----------------------------------------------------------
@@ -160,52 +152,6 @@ def assert_envoy_validates(mesh: Mesh) -> None:
 # --- statistics ------------------------------------------------------------------------------
 
 
-def binomial_bounds(n: int, p: float, alpha: float = 1e-6) -> tuple[int, int]:
-    """[lo, hi] holding a Binomial(n, p) count with probability >= 1 - alpha.
-
-    Exact tails (log space, so large n does not overflow): a correct proxy fails such a check
-    about once in a million runs, and a wrong split (say 50/50 instead of 80/20) almost always.
-    """
-
-    def log_pmf(k: int) -> float:
-        if p in (0.0, 1.0):
-            return 0.0 if k == round(n * p) else -math.inf
-        return (
-            math.lgamma(n + 1)
-            - math.lgamma(k + 1)
-            - math.lgamma(n - k + 1)
-            + k * math.log(p)
-            + (n - k) * math.log1p(-p)
-        )
-
-    pmf = [math.exp(log_pmf(k)) for k in range(n + 1)]
-    lo, tail = 0, 0.0
-    while lo < n and tail + pmf[lo] <= alpha / 2:
-        tail += pmf[lo]
-        lo += 1
-    hi, tail = n, 0.0
-    while hi > 0 and tail + pmf[hi] <= alpha / 2:
-        tail += pmf[hi]
-        hi -= 1
-    return lo, hi
-
-
-def wait_stable(count: Callable[[], int], settle: float = 0.6, timeout: float = 15.0) -> int:
-    """Poll `count()` until it stops changing for `settle` seconds (mirrored requests are async)."""
-    last = (count(), time.monotonic())
-
-    def stable() -> bool:
-        nonlocal last
-        now = count()
-        if now != last[0]:
-            last = (now, time.monotonic())
-            return False
-        return time.monotonic() - last[1] >= settle
-
-    wait_until(stable, timeout=timeout, interval=0.1, what="count to settle")
-    return last[0]
-
-
 def log_requests(backend: Backend, marker: str) -> list[tuple[str, str, dict[str, list[str]]]]:
     """(method, path, headers) of each request the echo logged whose path contains `marker`."""
     out = []
@@ -220,13 +166,6 @@ def log_requests(backend: Backend, marker: str) -> list[tuple[str, str, dict[str
 # --- certificates ----------------------------------------------------------------------------
 
 
-def credential(mesh: Mesh, name: str, hosts: list[str]) -> IssuedCertificate:
-    """A real CA + certificate for `hosts`, written as credential `name` (credentialName)."""
-    issued = issue_self_signed(hosts, ca_name=f"{name} CA")
-    write_credential(mesh.credentials_dir / name, issued)
-    return issued
-
-
 def write_pems(directory: Path, name: str, issued: IssuedCertificate) -> dict[str, str]:
     """The PEM files of `issued` under `directory` (for clients and TLS echo backends)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -236,13 +175,6 @@ def write_pems(directory: Path, name: str, issued: IssuedCertificate) -> dict[st
         path.write_bytes(data)
         paths[part] = str(path)
     return paths
-
-
-def client_context(ca_pem: bytes, cert: dict[str, str] | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cadata=ca_pem.decode())
-    if cert is not None:
-        ctx.load_cert_chain(cert["cert"], cert["key"])
-    return ctx
 
 
 def peer_certificate(port: int, sni: str, ca_pem: bytes) -> dict[str, Any]:
