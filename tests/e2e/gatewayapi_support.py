@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,33 +118,12 @@ def start_backends(mesh: Mesh, specs: list[BackendSpec]) -> dict[str, Backend]:
     backends: list[Backend] = []
     for spec in specs:
         address = spec.address or loopback_address()
-        port = spec.port or free_port(address)
-        args = [
-            "echo",
-            "--port",
-            str(port),
-            "--address",
-            address,
-            "--name",
-            spec.name,
-            "--namespace",
-            spec.namespace,
-        ]
-        if spec.tls:
-            args += ["--tls-cert", spec.tls[0], "--tls-key", spec.tls[1]]
-        process = mesh._spawn(f"echo-{spec.name}-{address}-{port}", args)
-        process.ports["http"] = port
-        backends.append(Backend(spec.name, spec.namespace, address, port, process))
-
-    def up(b: Backend) -> bool:
-        assert b.process is not None
-        if b.process.popen.poll() is not None:
-            raise AssertionError(f"echo {b.name} exited:\n{b.process.log()}")
-        with socket.create_connection((b.address, b.port), timeout=1):
-            return True
-
+        extra = ["--tls-cert", spec.tls[0], "--tls-key", spec.tls[1]] if spec.tls else []
+        process = mesh.spawn_echo(spec.name, spec.port, address, spec.namespace, extra)
+        backends.append(Backend(spec.name, spec.namespace, address, process.ports["http"], process))
     for b in backends:
-        wait_until(lambda b=b: up(b), timeout=15, what=f"echo {b.name}")
+        assert b.process is not None
+        mesh.wait_echo(b.process)
     return {f"{b.namespace}/{b.name}" if b.namespace != "default" else b.name: b for b in backends}
 
 

@@ -27,6 +27,9 @@ from waymesh.xds.server import XdsServer
 
 log = logging.getLogger("waymesh.controlplane")
 
+STATUS_QUIET_SECONDS = 0.05
+STATUS_MAX_DELAY_SECONDS = 1.0
+
 
 @dataclass
 class ControlPlaneOptions:
@@ -142,10 +145,21 @@ class ControlPlane:
             await asyncio.sleep(0)
 
     async def _status_loop(self) -> None:
+        """Gateway API status, recomputed once changes pause for STATUS_QUIET_SECONDS.
+
+        Status is for people and costs a full pass over the routes (~60 ms at 1000), so under
+        churn it waits for a pause (at most STATUS_MAX_DELAY_SECONDS) instead of delaying the
+        next push after every single change.
+        """
+        loop = asyncio.get_running_loop()
         while True:
             await self._status_dirty.wait()
-            # Yield once more so the streams woken by the push write their responses first.
-            await asyncio.sleep(0)
+            first_change = loop.time()
+            while True:
+                self._status_dirty.clear()
+                await asyncio.sleep(STATUS_QUIET_SECONDS)
+                if not self._status_dirty.is_set() or loop.time() - first_change > STATUS_MAX_DELAY_SECONDS:
+                    break
             self._status_dirty.clear()
             self._refresh_status()
 

@@ -52,6 +52,7 @@ class Process:
     popen: subprocess.Popen[bytes]
     log_path: Path
     ports: dict[str, int] = field(default_factory=dict)
+    address: str = "127.0.0.1"  # where it listens (echo backends)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -193,19 +194,36 @@ class Mesh:
         namespace: str = "default",
         extra: list[str] | None = None,
     ) -> Process:
+        process = self.spawn_echo(name, port, address, namespace, extra)
+        self.wait_echo(process)
+        return process
+
+    def spawn_echo(
+        self,
+        name: str,
+        port: int | None = None,
+        address: str = "127.0.0.1",
+        namespace: str = "default",
+        extra: list[str] | None = None,
+    ) -> Process:
+        """Start an echo without waiting for it: start many, then `wait_echo` each (each costs
+        about a second of interpreter start-up). Call from the thread that owns the mesh: children
+        die with the thread that started them (PDEATHSIG)."""
         port = port or free_port(address)
         args = ["echo", "--port", str(port), "--address", address, "--name", name, "--namespace", namespace]
         process = self._spawn(f"echo-{name}-{address}-{port}", [*args, *(extra or [])])
         process.ports["http"] = port
-        scheme = "https" if extra and "--tls-cert" in extra else "http"
+        process.address = address
+        return process
 
+    def wait_echo(self, process: Process, timeout: float = 15.0) -> None:
         def up() -> bool:
             if process.popen.poll() is not None:
-                raise AssertionError(f"echo {name} exited:\n{process.log()}")
-            return httpx.get(f"{scheme}://{address}:{port}/", timeout=1, verify=False).status_code == 200
+                raise AssertionError(f"{process.name} exited:\n{process.log()}")
+            with socket.create_connection((process.address, process.ports["http"]), timeout=1):
+                return True
 
-        wait_until(up, timeout=15, what=f"echo {name}")
-        return process
+        wait_until(up, timeout=timeout, what=process.name)
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

@@ -12,11 +12,11 @@ upstream TLS and protocols.
 - ALPN offers h2 only when the cluster speaks HTTP/2 (DESIGN §9).
 """
 
-from pathlib import Path
 
+from tests.generate.certs import generated_certs
 from waymesh.model import ir
 
-CERTS = Path(__file__).parent / "certs"
+CERTS = generated_certs()
 D = ir.Discovery
 EP = (ir.Endpoint("127.0.0.1", 8000),)
 

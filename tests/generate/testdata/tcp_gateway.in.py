@@ -6,11 +6,11 @@
 - TCP chains advertise no ALPN (the proxy does not speak the application protocol).
 """
 
-from pathlib import Path
 
+from tests.generate.certs import generated_certs
 from waymesh.model import ir
 
-CERTS = Path(__file__).parent / "certs"
+CERTS = generated_certs()
 
 CONFIG = ir.ProxyConfig(
     listeners=(

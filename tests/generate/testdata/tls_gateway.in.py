@@ -6,11 +6,11 @@ requires a client certificate and checks its SANs; OPTIONAL_MUTUAL verifies one 
 follows the chain's codec (an "http1" chain does not offer h2).
 """
 
-from pathlib import Path
 
+from tests.generate.certs import generated_certs
 from waymesh.model import ir
 
-CERTS = Path(__file__).parent / "certs"
+CERTS = generated_certs()
 M = ir.MatchKind
 
 
