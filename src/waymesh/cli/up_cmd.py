@@ -13,7 +13,9 @@ def register(app: typer.Typer) -> None:
         config_dir: Path = typer.Option(..., "-f", "--config-dir", help="Directory of YAML config."),
         mesh_config: Path | None = typer.Option(None, "--mesh-config", help="Istio MeshConfig YAML."),
         credentials_dir: Path | None = typer.Option(None, "--credentials-dir"),
-        xds_port: int = typer.Option(15010, "--xds-port"),
+        xds_port: int | None = typer.Option(
+            None, "--xds-port", help="Default: the port of the mesh config's defaultConfig.discoveryAddress, or 15010."
+        ),
         debug_port: int = typer.Option(15014, "--debug-port"),
         drain_seconds: float = typer.Option(1.0, "--drain-seconds", help="Proxy drain time on stop."),
         log_level: str = typer.Option("info", "--log-level"),
@@ -31,6 +33,12 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{config_dir} is not a directory", param_hint="-f")
         if credentials_dir is None and (config_dir / "credentials").is_dir():
             credentials_dir = config_dir / "credentials"
+        if xds_port is None:
+            from waymesh.cli.runtime import split_host_port
+            from waymesh.config.mesh import load_mesh_config
+
+            mesh, _ = load_mesh_config(mesh_config)
+            xds_port = split_host_port(mesh.defaultConfig.discoveryAddress)[1]
         options = ControlPlaneOptions(
             config_dir=config_dir,
             mesh_config=mesh_config,
