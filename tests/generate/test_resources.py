@@ -151,3 +151,26 @@ def test_pseudo_header_mutations_are_refused(mutation: ir.HeaderMutation) -> Non
     r = dataclasses.replace(route(1), request_headers=mutation)
     with pytest.raises(GenerateError, match="cannot be modified"):
         ResourceBuilder().build(config((r,)))
+
+
+def test_an_owner_keeps_only_what_its_latest_build_used() -> None:
+    b = ResourceBuilder()
+    routes = tuple(route(i) for i in range(20))
+    for n in range(1, 21):
+        # A proxy whose table grows by one route per push, as a user adds routes.
+        b.build(config(routes[:n]), owner="proxy-a")
+    stats = b.stats()
+    assert stats["route_tables_cached"] == 1 and stats["virtual_hosts_cached"] == 1
+    assert stats["routes_cached"] == 20
+
+
+def test_entries_shared_by_owners_live_until_the_last_one_lets_go() -> None:
+    b = ResourceBuilder()
+    shared = config((route(1),))
+    a = b.build(shared, owner="a")
+    b.build(shared, owner="b")
+    b.build(config((route(2),)), owner="a")  # a moved on; b still uses route 1
+    again = b.build(shared, owner="b")
+    assert again[type_urls.ROUTE]["rt"].body is a[type_urls.ROUTE]["rt"].body
+    b.release("b")
+    assert b.stats()["routes_cached"] == 1  # only a's route 2 is left

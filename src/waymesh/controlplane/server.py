@@ -116,6 +116,7 @@ class ControlPlane:
         log.info("proxy disconnected: %s", node_id)
         self.index.remove_proxy(node_id)
         self.cache.clear_node(node_id)
+        self.builder.release(node_id)
 
     # --- pushing ---------------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ class ControlPlane:
         before = {str(p) for p in state.problems} if state else set()
         try:
             config, problems = self.index.translate(proxy)
-            resources = self.builder.build(config)
+            resources = self.builder.build(config, owner=proxy.id)
         except Exception:
             # A translator bug must not take down the proxies: they keep their last good config.
             log.exception("generating config for %s failed; the proxy keeps its last good config", proxy.id)

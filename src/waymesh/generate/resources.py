@@ -56,22 +56,74 @@ _MISSING = object()
 
 
 class _Entry:
-    __slots__ = ("value", "used")
+    __slots__ = ("value", "used", "key", "refs")
 
-    def __init__(self, value: TypingAny, used: int) -> None:
+    def __init__(self, value: TypingAny, used: int, key: Hashable) -> None:
         self.value = value
         self.used = used
+        self.key = key
+        self.refs = 0  # owners (proxies) whose latest build used it
+
+
+_IdMap = dict[tuple[int, Hashable], tuple[object, _Entry]]
 
 
 class _Memo:
-    """Values keyed by (IR object, extra key), evicted least-recently-used in halves."""
+    """Values keyed by (IR object, extra key).
+
+    Builds for an owner (a proxy) keep exactly what that owner's latest build used: an entry
+    lives while some owner's latest build used it, and each owner's identity map holds only the
+    objects of its latest build, so old versions of a changed table are freed at once. Builds
+    without an owner (tests, offline rendering) share one identity map, evicted least recently
+    used in halves above `max_entries`.
+    """
 
     def __init__(self) -> None:
-        # The identity map holds the object itself, so its id cannot be reused while cached.
-        self._by_id: dict[tuple[int, Hashable], tuple[object, _Entry]] = {}
+        # Identity maps hold the objects themselves, so an id cannot be reused while cached.
+        self._ids_shared: _IdMap = {}
+        self._ids_prev: dict[Hashable, _IdMap] = {}  # per owner: its latest build's objects
+        self._ids_now: _IdMap = {}
         self._by_value: dict[Hashable, _Entry] = {}
+        self._owner: Hashable | None = None
+        self._touched: set[_Entry] = set()
+        self._owned: dict[Hashable, set[_Entry]] = {}
         self.tick = 0
         self.misses = 0
+
+    # --- one build ---------------------------------------------------------------------------
+
+    def begin(self, owner: Hashable | None) -> None:
+        self.tick += 1
+        self._owner = owner
+        self._touched = set()
+        self._ids_now = self._ids_shared if owner is None else {}
+
+    def end(self, max_entries: int) -> None:
+        owner = self._owner
+        if owner is None:
+            self._sweep(max_entries)
+            return
+        before = self._owned.get(owner, set())
+        for entry in self._touched - before:
+            entry.refs += 1
+        for entry in before - self._touched:
+            self._unref(entry)
+        self._owned[owner] = self._touched
+        self._ids_prev[owner] = self._ids_now
+        self._touched, self._ids_now = set(), {}
+
+    def release(self, owner: Hashable) -> None:
+        """The owner is gone (its proxy disconnected): drop what only it used."""
+        for entry in self._owned.pop(owner, set()):
+            self._unref(entry)
+        self._ids_prev.pop(owner, None)
+
+    def _unref(self, entry: _Entry) -> None:
+        entry.refs -= 1
+        if entry.refs <= 0 and self._by_value.get(entry.key) is entry:
+            del self._by_value[entry.key]
+
+    # --- lookups -----------------------------------------------------------------------------
 
     def get(self, obj: Hashable, extra: Hashable, make: Callable[[], TypingAny]) -> TypingAny:
         """By identity, then by value (hashes `obj` deeply: for leaves like a Route or Cluster)."""
@@ -81,10 +133,13 @@ class _Memo:
         return value
 
     def by_identity(self, obj: object, extra: Hashable) -> TypingAny:
-        hit = self._by_id.get((id(obj), extra))
-        if hit is None or hit[0] is not obj:
+        id_key = (id(obj), extra)
+        hit = self._ids_now.get(id_key)
+        if hit is None and self._owner is not None:
+            hit = self._ids_prev.get(self._owner, {}).get(id_key)
+        if hit is None or hit[0] is not obj or self._by_value.get(hit[1].key) is not hit[1]:
             return _MISSING
-        hit[1].used = self.tick
+        self._use(id_key, obj, hit[1])
         return hit[1].value
 
     def by_key(self, obj: object, extra: Hashable, key: Hashable, make: Callable[[], TypingAny]) -> TypingAny:
@@ -92,22 +147,28 @@ class _Memo:
         entry = self._by_value.get(key)
         if entry is None:
             self.misses += 1
-            entry = self._by_value[key] = _Entry(make(), self.tick)
-        entry.used = self.tick
-        self._by_id[(id(obj), extra)] = (obj, entry)
+            entry = self._by_value[key] = _Entry(make(), self.tick, key)
+        self._use((id(obj), extra), obj, entry)
         return entry.value
+
+    def _use(self, id_key: tuple[int, Hashable], obj: object, entry: _Entry) -> None:
+        entry.used = self.tick
+        self._ids_now[id_key] = (obj, entry)
+        if self._owner is not None:
+            self._touched.add(entry)
 
     def __len__(self) -> int:
         return len(self._by_value)
 
-    def sweep(self, max_entries: int) -> None:
-        if len(self._by_value) <= max_entries and len(self._by_id) <= 2 * max_entries:
+    def _sweep(self, max_entries: int) -> None:
+        if len(self._by_value) <= max_entries and len(self._ids_shared) <= 2 * max_entries:
             return
         ticks = sorted(e.used for e in self._by_value.values())
         cutoff = ticks[len(ticks) // 2] if ticks else 0
         if len(self._by_value) > max_entries:
-            self._by_value = {k: e for k, e in self._by_value.items() if e.used >= cutoff}
-        self._by_id = {k: v for k, v in self._by_id.items() if v[1].used >= cutoff}
+            # Entries an owner still uses stay, whatever their age.
+            self._by_value = {k: e for k, e in self._by_value.items() if e.used >= cutoff or e.refs > 0}
+        self._ids_shared = {k: v for k, v in self._ids_shared.items() if v[1].used >= cutoff}
 
 
 def _resource(name: str, message: Message) -> Resource:
@@ -130,10 +191,14 @@ class ResourceBuilder:
         self._memos = (self._listeners, self._tables, self._vhosts, self._routes,
                        self._clusters, self._endpoints, self._secrets)
 
-    def build(self, config: ir.ProxyConfig) -> Resources:
-        """{type_url: {resource name: Resource(version, Any)}} for LDS, RDS, CDS, EDS and SDS."""
+    def build(self, config: ir.ProxyConfig, owner: Hashable | None = None) -> Resources:
+        """{type_url: {resource name: Resource}} for LDS, RDS, CDS, EDS and SDS.
+
+        `owner` (a proxy id) scopes the cache: what the owner's previous build used and this one
+        does not is freed. Call `release(owner)` when the proxy goes away.
+        """
         for memo in self._memos:
-            memo.tick += 1
+            memo.begin(owner)
         out: Resources = {t: {} for t in type_urls.PUSH_ORDER}
 
         # Route tables depend on the hash keys of the clusters they target (Envoy keeps hash
@@ -157,8 +222,12 @@ class ResourceBuilder:
                       self._secrets.get(s, (), lambda o=s: _resource(o.name, build_secret(o))))
 
         for memo in self._memos:
-            memo.sweep(self.max_entries)
+            memo.end(self.max_entries)
         return out
+
+    def release(self, owner: Hashable) -> None:
+        for memo in self._memos:
+            memo.release(owner)
 
     def stats(self) -> dict[str, int]:
         """Cache sizes and misses, for tests and debug output."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from waymesh.config.kinds import StoreView
 from waymesh.config.types import ConfigError
@@ -23,3 +24,6 @@ class TranslateContext:
     # Problems found while translating (a route that names a missing backend, a listener
     # conflict, ...). Translators append; the index reports them and keeps serving.
     problems: list[ConfigError] = field(default_factory=list)
+    # Results computed once per translation (e.g. the cluster of a backend that a thousand
+    # routes name). Safe because nothing changes during one translation; gone with the context.
+    memo: dict[Hashable, Any] = field(default_factory=dict)

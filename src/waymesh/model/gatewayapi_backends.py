@@ -39,8 +39,26 @@ def resolve_backend(
 ) -> Backend:
     """The cluster for one backendRef of `route`. `protocol` forces the upstream protocol
     ("http2" for gRPC, "tcp" for L4 routes; "http" keeps HTTP/2 if the port says so, else
-    HTTP/1.1); `gateway` supplies a backend client certificate."""
+    HTTP/1.1); `gateway` supplies a backend client certificate.
+
+    Memoized per translation: many routes usually name the same few backends."""
     ns = ref.namespace or route.namespace
+    memo_key = ("backend", route.namespace, route.kind, ref.group, ref.kind, ns, ref.name, ref.port, protocol,
+                gateway.key if gateway is not None else None)  # fmt: skip
+    cached = ctx.memo.get(memo_key)
+    if cached is None:
+        cached = ctx.memo[memo_key] = _resolve_backend(ctx, route, ref, ns, protocol, gateway)
+    return cached
+
+
+def _resolve_backend(
+    ctx: TranslateContext,
+    route: ConfigObject,
+    ref: BackendObjectReference,
+    ns: str,
+    protocol: str | None,
+    gateway: ConfigObject | None,
+) -> Backend:
     kind_id = (ref.group, ref.kind)
     if kind_id == (CORE, "Service"):
         svc = ctx.registry.k8s_service(ns, ref.name)
