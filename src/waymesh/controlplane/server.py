@@ -7,6 +7,7 @@ wakes the push task, which takes whatever has queued up meanwhile and pushes onc
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class ControlPlane:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        tune_garbage_collector()
         for error in self.mesh_errors:
             log.warning("mesh config: %s", error)
         self.store.subscribe(self._on_store_change)
@@ -81,6 +83,8 @@ class ControlPlane:
             ready.cancel()
             source_task.result()  # raises why the directory could not be read
         self._refresh_status()
+        # What start-up loaded lives long: keep the collector from walking it on every pass.
+        gc.freeze()
         self._tasks.append(asyncio.create_task(self._push_loop(), name="push-loop"))
         self._tasks.append(asyncio.create_task(self._status_loop(), name="status-loop"))
         if self.options.credentials_dir is not None:
@@ -217,6 +221,16 @@ class ControlPlane:
         self._debug = DebugServer(self.xds, self.cache)
         add_routes(self._debug.app, self)
         await self._debug.start(self.options.debug_host, self.options.debug_port)
+
+
+def tune_garbage_collector() -> None:
+    """Collect young objects every 50k allocations instead of 700.
+
+    A push allocates ~100 objects per route (IR, then protobuf), nearly all garbage by the end
+    of the push; with CPython's defaults the collector ran hundreds of times per push and took
+    ~28% of the time at 700 routes (measured: 4.8 s of 17.4 s; 0.02 s with these thresholds).
+    """
+    gc.set_threshold(50_000, 20, 20)
 
 
 async def run_control_plane(options: ControlPlaneOptions) -> None:
