@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from waymesh.config.watch import WATCH_STEP_MS
+from waymesh.envoy_binary import find_envoy
 from waymesh.tools.harness import Mesh, free_port, running_mesh
 
 GATEWAY = """\
@@ -161,7 +162,7 @@ def rss_kb(pid: int) -> int:
 
 
 def machine_facts() -> dict[str, object]:
-    envoy = subprocess.run(["envoy", "--version"], capture_output=True, text=True).stdout.strip()
+    envoy = subprocess.run([find_envoy(), "--version"], capture_output=True, text=True).stdout.strip()
     return {
         "cores": os.cpu_count(),
         "python": platform.python_version(),

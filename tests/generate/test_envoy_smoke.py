@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from waymesh.generate.validate import bootstrap_json, envoy_binary, static_bootstrap
+from waymesh.envoy_binary import find_envoy
+from waymesh.generate.validate import bootstrap_json, static_bootstrap
 from waymesh.model import ir
 
 pytestmark = pytest.mark.e2e
@@ -113,7 +114,7 @@ def envoy(backends: dict[str, int], tmp_path: Path) -> Iterator[str]:
     path.write_text(bootstrap_json(boot))
     log = (tmp_path / "envoy.log").open("w")
     proc = subprocess.Popen(
-        [envoy_binary(), "-c", str(path), "--base-id", str(40000 + os.getpid() % 20000),
+        [find_envoy(), "-c", str(path), "--base-id", str(40000 + os.getpid() % 20000),
          "--disable-hot-restart", "--concurrency", "1", "-l", "warn"],
         stdout=log, stderr=subprocess.STDOUT,
     )

