@@ -35,9 +35,15 @@ def run_up(config_dir: Path, log: Path, debug_port: int) -> subprocess.Popen[byt
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path_without_venv()},
         start_new_session=True,
     )  # fmt: skip
+
+
+def path_without_venv() -> str:
+    """PATH as `make up` has it: the virtualenv is not activated, so its bin/ is not on it."""
+    venv_bin = os.path.dirname(sys.executable)
+    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
 
 
 def stop_up(process: subprocess.Popen[bytes], log: Path) -> None:
