@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,6 @@ class ControlPlaneOptions:
     xds_port: int = 15010
     debug_host: str = "127.0.0.1"
     debug_port: int = 15014
-    # Set by tests that want to know exactly when config reached the cache.
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ControlPlane:
