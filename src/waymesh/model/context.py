@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from waymesh.config.mesh import MeshConfig
     from waymesh.model.credentials import CredentialStore
     from waymesh.model.registry import Registry
+    from waymesh.model.route_cache import RouteCache
 
 
 @dataclass
@@ -27,3 +28,5 @@ class TranslateContext:
     # Results computed once per translation (e.g. the cluster of a backend that a thousand
     # routes name). Safe because nothing changes during one translation; gone with the context.
     memo: dict[Hashable, Any] = field(default_factory=dict)
+    # Translations kept across pushes (see model/route_cache.py); None: translate everything.
+    route_cache: RouteCache | None = None

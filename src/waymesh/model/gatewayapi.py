@@ -24,6 +24,7 @@ from waymesh.model.gatewayapi_common import host_covers, hostname_specificity
 from waymesh.model.gatewayapi_listeners import ResolvedGateway, ResolvedListener, resolve_gateway
 from waymesh.model.gatewayapi_routes import ListenerContext, RefProblem, RouteOutput, RouteTranslator
 from waymesh.model.istio_report import report
+from waymesh.model.recording import capture, replay
 
 log = logging.getLogger("waymesh.gatewayapi")
 
@@ -95,6 +96,15 @@ class _Builder:
                     self.bindings.setdefault(id(b.listener), []).append((pr.route, b))
 
     def build(self) -> ir.ProxyConfig:
+        if self.ctx.route_cache is not None:
+            self.ctx.route_cache.begin(self.gw.obj.key)
+        try:
+            return self._build()
+        finally:
+            if self.ctx.route_cache is not None:
+                self.ctx.route_cache.end(self.gw.obj.key)
+
+    def _build(self) -> ir.ProxyConfig:
         ports: dict[int, _Port] = {}
         for lst in self.gw.listeners:
             if lst.usable:
@@ -141,11 +151,27 @@ class _Builder:
         key = (route.key, lc.port, lc.scheme)
         out = self._translated.get(key)
         if out is None:
-            out = self._translated[key] = self.routes.translate(route, lc)
+            out = self._translated[key] = self._translate_or_reuse(route, lc)
             for c in out.clusters:
                 self._add_cluster(c)
             self._add_secrets(out.secrets)
             report_ref_problems(self.ctx, route, out.problems)
+        return out
+
+    def _translate_or_reuse(self, route: ConfigObject, lc: ListenerContext) -> RouteOutput:
+        """The route's translation from the last push if neither it nor anything else changed."""
+        cache = self.ctx.route_cache
+        if cache is None:
+            return self.routes.translate(route, lc)
+        key = (route.key, route.generation, lc, self.gw.obj.generation)
+        hit = cache.lookup(self.gw.obj.key, key)
+        if hit is not None:
+            out, reads = hit
+            replay(self.ctx, reads)
+            return out  # type: ignore[no-any-return]
+        with capture(self.ctx) as reads:
+            out = self.routes.translate(route, lc)
+        cache.store(self.gw.obj.key, key, out, reads)
         return out
 
     # --- per port ----------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from waymesh.config.kinds import StoreView
 from waymesh.config.mesh import MeshConfig
@@ -25,13 +24,14 @@ from waymesh.config.types import (
     ISTIO_NETWORKING,
     ConfigError,
     ConfigKey,
-    ConfigObject,
 )
 from waymesh.model import ir
 from waymesh.model.context import TranslateContext
 from waymesh.model.credentials import CredentialStore
 from waymesh.model.proxy import ProxyInfo
+from waymesh.model.recording import RecordingRegistry, RecordingView
 from waymesh.model.registry import Registry
+from waymesh.model.route_cache import RouteCache
 
 log = logging.getLogger("waymesh.index")
 
@@ -47,35 +47,6 @@ REGISTRY_KINDS = frozenset(
 )
 # Credentials are read from files and core Secrets outside the recorded view.
 CREDENTIAL_KINDS = frozenset({(CORE, "Secret")})
-
-
-class RecordingView:
-    """A StoreView that remembers every read, so the index knows what a translation depended on."""
-
-    def __init__(self, store: StoreView) -> None:
-        self._store = store
-        self.keys: set[ConfigKey] = set()
-        self.lists: set[tuple[str, str, str | None]] = set()
-
-    def get(self, key: ConfigKey) -> ConfigObject | None:
-        self.keys.add(key)
-        return self._store.get(key)
-
-    def list(self, group: str, kind: str, namespace: str | None = None) -> list[ConfigObject]:
-        self.lists.add((group, kind, namespace))
-        return self._store.list(group, kind, namespace)
-
-
-class RecordingRegistry:
-    """The registry, noting only that it was used (see REGISTRY_KINDS)."""
-
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
-        self.used = False
-
-    def __getattr__(self, name: str) -> Any:
-        self.used = True
-        return getattr(self._registry, name)
 
 
 @dataclass(frozen=True)
@@ -107,6 +78,7 @@ class MeshIndex:
         self.credentials = credentials
         self.mesh = mesh
         self.registry = Registry(store)
+        self.route_cache = RouteCache()
         self.proxies: dict[str, ProxyState] = {}
 
     def context(self) -> TranslateContext:
@@ -115,9 +87,12 @@ class MeshIndex:
         )
 
     def apply_changes(self, keys: Iterable[ConfigKey]) -> None:
-        """Bring the registry up to date with changed objects (only the services they define)."""
+        """Bring the registry (only the services the changed objects define) and the route cache
+        up to date with changed objects."""
+        keys = list(keys)
         for key in keys:
             self.registry.update(key)
+        self.route_cache.invalidate_for(keys)
 
     def add_proxy(self, proxy: ProxyInfo) -> ProxyState:
         state = self.proxies.get(proxy.id)
@@ -139,12 +114,16 @@ class MeshIndex:
     def translate(self, proxy: ProxyInfo) -> tuple[ir.ProxyConfig, list[ConfigError]]:
         """Build one proxy's IR and record what it read. Bad config yields problems, not exceptions."""
         view = RecordingView(self.store)
-        registry = RecordingRegistry(self.registry)
-        ctx = TranslateContext(store=view, registry=registry, credentials=self.credentials, mesh=self.mesh)  # type: ignore[arg-type]
+        registry = RecordingRegistry(self.registry, view)
+        ctx = TranslateContext(
+            store=view, registry=registry, credentials=self.credentials, mesh=self.mesh,  # type: ignore[arg-type]
+            route_cache=self.route_cache,
+        )  # fmt: skip
         config = translate_for_proxy(ctx, proxy)
         state = self.proxies.get(proxy.id)
         if state is not None:
-            state.dependencies = Dependencies(frozenset(view.keys), frozenset(view.lists), registry.used)
+            reads = view.reads
+            state.dependencies = Dependencies(frozenset(reads.keys), frozenset(reads.lists), reads.registry)
             state.problems = ctx.problems
         return config, ctx.problems
 

@@ -114,3 +114,50 @@ def test_registry_follows_a_changed_service_entry() -> None:
     index.apply_changes([ConfigKey(ISTIO_NETWORKING, "ServiceEntry", "default", "echo")])
     assert index.registry.service("echo2.local") is not None
     assert index.registry.service("echo.local") is None
+
+
+EXTRA_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route2, namespace: default}
+spec:
+  parentRefs: [{name: web}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /two}}], backendRefs: [{name: svc, port: 80}]}]
+"""
+
+
+def add_file(index: MeshIndex, name: str, text: str) -> None:
+    store = index.store
+    assert isinstance(store, ConfigStore)
+    result = load_text(text, name)
+    change = store.apply_source(name, result.objects, result.errors)
+    index.apply_changes([key for key, _old, _new in change.changes])
+
+
+def test_unchanged_routes_are_reused_and_keep_their_dependencies() -> None:
+    index = make_index()
+    add_file(index, "route2.yaml", EXTRA_ROUTE)
+    hits = index.route_cache.hits
+    config, _ = index.translate(GATEWAY_API_PROXY)
+    assert index.route_cache.hits == hits + 1  # "route" came from the cache, "route2" was translated
+    assert len(config.route_tables[0].virtual_hosts[0].routes) == 2
+    # Reads made when "route" was first translated still count: its backend's DestinationRule
+    # lookup and the registry.
+    dr_key = ConfigKey(ISTIO_NETWORKING, "DestinationRule", "default", "svc")
+    assert affected(index, dr_key) >= {"web"}
+
+
+def test_any_other_change_empties_the_route_cache() -> None:
+    index = make_index()
+    add_file(index, "dr.yaml", """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc, namespace: default}
+spec:
+  host: svc.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+""")
+    hits = index.route_cache.hits
+    config, _ = index.translate(GATEWAY_API_PROXY)
+    assert index.route_cache.hits == hits
+    assert any(c.lb_policy.name == "RANDOM" for c in config.clusters)
