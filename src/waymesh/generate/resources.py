@@ -56,13 +56,14 @@ _MISSING = object()
 
 
 class _Entry:
-    __slots__ = ("value", "used", "key", "refs")
+    __slots__ = ("value", "used", "key", "refs", "evicted")
 
     def __init__(self, value: TypingAny, used: int, key: Hashable) -> None:
         self.value = value
         self.used = used
         self.key = key
         self.refs = 0  # owners (proxies) whose latest build used it
+        self.evicted = False
 
 
 _IdMap = dict[tuple[int, Hashable], tuple[object, _Entry]]
@@ -122,6 +123,7 @@ class _Memo:
         entry.refs -= 1
         if entry.refs <= 0 and self._by_value.get(entry.key) is entry:
             del self._by_value[entry.key]
+            entry.evicted = True
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -137,7 +139,8 @@ class _Memo:
         hit = self._ids_now.get(id_key)
         if hit is None and self._owner is not None:
             hit = self._ids_prev.get(self._owner, {}).get(id_key)
-        if hit is None or hit[0] is not obj or self._by_value.get(hit[1].key) is not hit[1]:
+        # (No lookup by value here: that would hash the object deeply, the cost this map avoids.)
+        if hit is None or hit[0] is not obj or hit[1].evicted:
             return _MISSING
         self._use(id_key, obj, hit[1])
         return hit[1].value
@@ -167,7 +170,10 @@ class _Memo:
         cutoff = ticks[len(ticks) // 2] if ticks else 0
         if len(self._by_value) > max_entries:
             # Entries an owner still uses stay, whatever their age.
-            self._by_value = {k: e for k, e in self._by_value.items() if e.used >= cutoff or e.refs > 0}
+            kept = {k: e for k, e in self._by_value.items() if e.used >= cutoff or e.refs > 0}
+            for e in self._by_value.values():
+                e.evicted = e.evicted or kept.get(e.key) is not e
+            self._by_value = kept
         self._ids_shared = {k: v for k, v in self._ids_shared.items() if v[1].used >= cutoff}
 
 
