@@ -15,7 +15,7 @@ from waymesh.model.api.base import parse_duration
 from waymesh.model.context import TranslateContext
 from waymesh.model.credentials import ca_secret_name, cert_secret_name
 from waymesh.model.istio_hosts import fqdn, host_matches, more_specific
-from waymesh.model.istio_report import report
+from waymesh.model.problems import report
 from waymesh.model.registry import Service
 
 DEFAULT_ROOT_NAMESPACE = "istio-system"

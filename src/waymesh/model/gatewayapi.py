@@ -23,7 +23,7 @@ from waymesh.model.gatewayapi_backends import resolve_backend
 from waymesh.model.gatewayapi_common import host_covers, hostname_specificity
 from waymesh.model.gatewayapi_listeners import ResolvedGateway, ResolvedListener, resolve_gateway
 from waymesh.model.gatewayapi_routes import ListenerContext, RefProblem, RouteOutput, RouteTranslator
-from waymesh.model.istio_report import report
+from waymesh.model.problems import report
 from waymesh.model.recording import capture, replay
 
 log = logging.getLogger("waymesh.gatewayapi")

@@ -25,7 +25,7 @@ from waymesh.model.gatewayapi_common import (
 )
 from waymesh.model.gatewayapi_listeners import Cond, ResolvedGateway, ResolvedListener, resolve_gateway
 from waymesh.model.gatewayapi_routes import ListenerContext, RefProblem, RouteTranslator
-from waymesh.model.istio_report import report
+from waymesh.model.problems import report
 
 _RESOLVED_REFS_REASONS = ("RefNotPermitted", "InvalidKind", "BackendNotFound", "UnsupportedProtocol")
 

@@ -22,10 +22,10 @@ from waymesh.model import ir
 from waymesh.model.context import TranslateContext
 from waymesh.model.destinations import visible
 from waymesh.model.istio_hosts import fqdn, host_matches
-from waymesh.model.istio_report import report
 from waymesh.model.istio_routes import gateway_applies, gateway_ref_is, http_routes
 from waymesh.model.istio_server_tls import server_tls
 from waymesh.model.istio_upstreams import Upstreams
+from waymesh.model.problems import report
 from waymesh.model.proxy import ProxyInfo
 
 HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC", "GRPC-WEB"}

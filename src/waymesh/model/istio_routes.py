@@ -13,8 +13,8 @@ from waymesh.config.types import ConfigObject
 from waymesh.model import ir
 from waymesh.model.api.base import parse_duration
 from waymesh.model.api.istio_networking import GRPC_STATUS
-from waymesh.model.istio_report import report
 from waymesh.model.istio_upstreams import Upstreams, header_mutation
+from waymesh.model.problems import report
 
 # Istio's retry defaults (meshConfig.defaultHttpRetryPolicy unset).
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"

@@ -8,7 +8,7 @@ from waymesh.config.types import ConfigObject
 from waymesh.model import ir
 from waymesh.model.context import TranslateContext
 from waymesh.model.credentials import ca_secret_name
-from waymesh.model.istio_report import report
+from waymesh.model.problems import report
 
 _VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
 _MODES = {"SIMPLE": ir.TLSMode.SIMPLE, "MUTUAL": ir.TLSMode.MUTUAL, "OPTIONAL_MUTUAL": ir.TLSMode.OPTIONAL_MUTUAL}

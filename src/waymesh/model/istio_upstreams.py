@@ -9,7 +9,7 @@ from waymesh.model import ir
 from waymesh.model.context import TranslateContext
 from waymesh.model.destinations import cluster_secrets, default_port, resolve_cluster
 from waymesh.model.istio_hosts import fqdn
-from waymesh.model.istio_report import report
+from waymesh.model.problems import report
 
 
 class Upstreams:
