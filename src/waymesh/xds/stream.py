@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -87,7 +88,7 @@ class _TypeState:
         self.dirty_since = None
 
 
-class XdsStream:
+class XdsStream(ABC):
     """Shared bookkeeping; subclasses implement the SotW or delta wire rules."""
 
     delta = False
@@ -216,11 +217,13 @@ class XdsStream:
         if names:
             self._forced_endpoints(eds, names)
 
+    @abstractmethod
     def _forced_endpoints(self, eds: _TypeState, names: set[str]) -> None:
-        raise NotImplementedError
+        """Queue the endpoints `names` again (SotW and delta differ in how)."""
 
+    @abstractmethod
     def _emit(self, st: _TypeState, snap: Snapshot, removals: bool, out: list[Outgoing]) -> None:
-        raise NotImplementedError
+        """Append the response(s) that bring `st` to `snap` (SotW: the full set; delta: the diff)."""
 
 
 def _set_version(resources: Mapping[str, Resource]) -> str:
