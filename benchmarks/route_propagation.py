@@ -28,30 +28,7 @@ import httpx
 
 from waymesh.config.watch import WATCH_STEP_MS
 from waymesh.envoy_binary import find_envoy
-from waymesh.tools.harness import Mesh, free_port, running_mesh
-
-GATEWAY = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: bench, namespace: default}
-spec:
-  gatewayClassName: waymesh
-  listeners:
-  - {name: http, protocol: HTTP, port: %(port)d}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: default}
-spec:
-  ports: [{name: http, port: 9080, targetPort: %(echo_port)d}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo-1, namespace: default, labels: {kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{name: http, port: %(echo_port)d}]
-endpoints: [{addresses: [127.0.0.1]}]
-"""
+from waymesh.tools.harness import Mesh, free_port, gateway_with_echo_service, running_mesh
 
 ROUTE = """\
 apiVersion: gateway.networking.k8s.io/v1
@@ -120,7 +97,7 @@ def run(routes: int, workdir: Path) -> dict[str, object]:
     with running_mesh(workdir) as mesh:
         echo = mesh.start_echo("echo", extra=["--quiet"])
         gateway_port = free_port()
-        mesh.write("gateway.yaml", GATEWAY % {"port": gateway_port, "echo_port": echo.ports["http"]})
+        mesh.write("gateway.yaml", gateway_with_echo_service("bench", gateway_port, echo.ports["http"], 9080))
         mesh.start_control_plane()
         mesh.start_gateway_api_proxy("bench")
         client = httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}", timeout=5)

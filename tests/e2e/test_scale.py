@@ -8,33 +8,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from waymesh.tools.harness import Mesh, free_port, wait_until
+from waymesh.tools.harness import Mesh, free_port, gateway_with_echo_service, wait_until
 
 pytestmark = pytest.mark.slow
 
 ROUTES = 500
-
-GATEWAY = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: scale, namespace: default}
-spec:
-  gatewayClassName: waymesh
-  listeners: [{name: http, protocol: HTTP, port: %(port)d}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: default}
-spec:
-  ports: [{name: http, port: 80, targetPort: %(echo_port)d}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo-1, namespace: default, labels: {kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{name: http, port: %(echo_port)d}]
-endpoints: [{addresses: [127.0.0.1]}]
-"""
 
 ROUTE = """\
 apiVersion: gateway.networking.k8s.io/v1
@@ -57,7 +35,7 @@ def attached_routes(mesh: Mesh) -> int:
 def test_hundreds_of_routes_go_live_and_away(mesh: Mesh) -> None:
     echo = mesh.start_echo("echo", extra=["--quiet"])
     port = free_port()
-    mesh.write("gateway.yaml", GATEWAY % {"port": port, "echo_port": echo.ports["http"]})
+    mesh.write("gateway.yaml", gateway_with_echo_service("scale", port, echo.ports["http"]))
     mesh.start_control_plane()
     mesh.start_gateway_api_proxy("scale")
     for n in range(ROUTES):

@@ -259,3 +259,29 @@ def running_mesh(workdir: Path) -> Iterator[Mesh]:
         yield mesh
     finally:
         mesh.stop_all()
+
+
+def gateway_with_echo_service(gateway: str, port: int, echo_port: int, service_port: int = 80) -> str:
+    """YAML for a Gateway API Gateway (class waymesh, one HTTP listener on `port`) and a Service
+    `echo` whose EndpointSlice points at a local echo on `echo_port`: the usual start of a test."""
+    return f"""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {gateway}, namespace: default}}
+spec:
+  gatewayClassName: waymesh
+  listeners: [{{name: http, protocol: HTTP, port: {port}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec:
+  ports: [{{name: http, port: {service_port}, targetPort: {echo_port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
+addressType: IPv4
+ports: [{{name: http, port: {echo_port}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+"""
