@@ -144,3 +144,26 @@ def test_validate_reports_every_problem_with_file_and_line(tmp_path: Path) -> No
     assert "Mystery" in output
     ok = waymesh("validate", str(ROOT / "examples/local-gateway"))
     assert ok.returncode == 0
+
+
+def test_validate_reports_what_only_translation_finds(tmp_path: Path) -> None:
+    (tmp_path / "gateway.yaml").write_text(
+        "apiVersion: gateway.networking.k8s.io/v1\n"
+        "kind: Gateway\n"
+        "metadata: {name: web, namespace: default}\n"
+        "spec:\n"
+        "  gatewayClassName: waymesh\n"
+        "  listeners: [{name: http, protocol: HTTP, port: 8080}]\n"
+        "---\n"
+        "apiVersion: gateway.networking.k8s.io/v1\n"
+        "kind: HTTPRoute\n"
+        "metadata: {name: r, namespace: default}\n"
+        "spec:\n"
+        "  parentRefs: [{name: web}]\n"
+        "  rules:\n"
+        "  - backendRefs:\n"
+        "    - {name: missing, port: 80}\n"
+    )
+    result = waymesh("validate", str(tmp_path), check=False)
+    assert result.returncode == 1, result.stdout
+    assert "gateway.yaml:15: HTTPRoute default/r spec.rules[0].backendRefs[0]: BackendNotFound" in result.stdout

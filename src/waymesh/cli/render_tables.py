@@ -174,7 +174,8 @@ def gateway_status_tables(statuses: dict[str, Any]) -> None:
                 f"{c['type']}={c['status']}" + (f" ({c.get('reason')})" if c["status"] != "True" else "")
                 for c in parent.get("conditions", [])
             )
-            detail.append(f"parent {ref.get('namespace', '')}/{ref.get('name')}: {parent_conditions}")
+            parent = f"{ref['namespace']}/{ref.get('name')}" if ref.get("namespace") else ref.get("name")
+            detail.append(f"parent {parent}: {parent_conditions}")
         table.add_row(
             key,
             ", ".join(

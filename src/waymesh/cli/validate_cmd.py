@@ -20,13 +20,24 @@ def validate(
     ] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
-    """Validate config files without starting anything; exit 1 if any error."""
+    """Validate config files without starting anything; exit 1 if any error.
+
+    Checks each object (syntax, schema, references) and then translates every gateway the
+    directory declares, as the control plane would, to report what only shows up there
+    (a route to a missing backend, conflicting servers, unusable certificates).
+    """
     from waymesh.config.mesh import load_mesh_config
-    from waymesh.config.watch import load_directory
+    from waymesh.controlplane.offline import OfflineMesh
 
     if output not in ("text", "json"):
         raise typer.BadParameter("must be 'text' or 'json'", param_hint="--output")
-    objects, problems = load_directory(directory)
+    if not directory.is_dir():
+        typer.secho(f"error: {directory} is not a directory", fg="red", err=True)
+        raise typer.Exit(1)
+    credentials = directory / "credentials" if (directory / "credentials").is_dir() else None
+    offline = OfflineMesh.load(directory, mesh_config, credentials, log_errors=False)
+    objects = offline.store.all()
+    problems = offline.store.errors() + offline.translation_problems()
     if mesh_config is not None:
         _, mesh_problems = load_mesh_config(mesh_config)
         problems = mesh_problems + problems

@@ -11,7 +11,7 @@ from google.protobuf.json_format import MessageToDict
 
 from waymesh.config.mesh import load_mesh_config
 from waymesh.config.store import ConfigStore
-from waymesh.config.types import GATEWAY_API, ISTIO_NETWORKING
+from waymesh.config.types import GATEWAY_API, ISTIO_NETWORKING, ConfigError
 from waymesh.config.watch import DirectorySource
 from waymesh.model import ir
 from waymesh.model.credentials import CredentialStore
@@ -29,10 +29,13 @@ class OfflineMesh:
     index: MeshIndex
 
     @classmethod
-    def load(cls, config_dir: Path, mesh_config: Path | None = None, credentials_dir: Path | None = None) -> OfflineMesh:
+    def load(
+        cls, config_dir: Path, mesh_config: Path | None = None, credentials_dir: Path | None = None,
+        log_errors: bool = True,
+    ) -> OfflineMesh:  # fmt: skip
         if not config_dir.is_dir():
             raise FileNotFoundError(f"{config_dir} is not a directory")
-        store = ConfigStore()
+        store = ConfigStore(log_errors=log_errors)
         DirectorySource(config_dir, store).load_initial()
         mesh, _ = load_mesh_config(mesh_config)
         index = MeshIndex(store, CredentialStore(credentials_dir, store=store), mesh)
@@ -58,6 +61,33 @@ class OfflineMesh:
                     namespace=obj.namespace, labels=tuple(sorted(selector.items())),
                 )  # fmt: skip
         raise ProxyNotFound(f"no Gateway named {name!r} in the config (use --labels for a bare proxy)")
+
+    def gateway_proxies(self) -> list[ProxyInfo]:
+        """The proxies `waymesh up` would start for this directory's Gateways."""
+        from waymesh.controlplane.up import wanted_proxies
+
+        return [
+            ProxyInfo(id=f"router~127.0.0.1~{spec.name}.{spec.namespace}", kind="router", name=spec.name,
+                      namespace=spec.namespace, labels=spec.labels)
+            for spec in wanted_proxies(self.store.all()).values()
+        ]  # fmt: skip
+
+    def translation_problems(self) -> list[ConfigError]:
+        """What translating every gateway finds (missing backends, conflicts, unusable TLS, ...),
+        plus Gateway API status problems, once each."""
+        from waymesh.model.gatewayapi_status import compute_status
+
+        found: dict[str, ConfigError] = {}
+        for proxy in self.gateway_proxies():
+            self.index.add_proxy(proxy)
+            _, problems = self.index.translate(proxy)
+            for problem in problems:
+                found.setdefault(str(problem), problem)
+        ctx = self.index.context()
+        compute_status(ctx)
+        for problem in ctx.problems:
+            found.setdefault(str(problem), problem)
+        return list(found.values())
 
     def render_text(self, config: ir.ProxyConfig, output: str = "yaml") -> str:
         from waymesh.generate.resources import ResourceBuilder
