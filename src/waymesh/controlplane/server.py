@@ -198,6 +198,7 @@ class ControlPlane:
         self.options.credentials_dir.mkdir(parents=True, exist_ok=True)
         async for _ in watchfiles.awatch(self.options.credentials_dir, step=WATCH_STEP_MS):
             self.credentials.invalidate()
+            self.index.route_cache.clear()
             self._everything_changed = True
             self._dirty.set()
 

@@ -49,7 +49,11 @@ class RouteCache:
     def invalidate_for(self, keys: list[ConfigKey]) -> None:
         """Drop everything unless every changed object is a route."""
         if any((k.group, k.kind) not in ROUTE_KINDS for k in keys):
-            self._entries.clear()
+            self.clear()
+
+    def clear(self) -> None:
+        """Something outside the store changed (credential files): translate everything again."""
+        self._entries.clear()
 
     def begin(self, owner: Hashable) -> None:
         self._building[owner] = {}
