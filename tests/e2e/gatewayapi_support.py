@@ -318,9 +318,6 @@ def assert_envoy_validates(scn: Scenario) -> None:
         assert {lst.name for lst in config.listeners} == live
 
 
-# --- statistics ------------------------------------------------------------------------------
-
-
 # --- certificates ----------------------------------------------------------------------------
 
 
