@@ -18,9 +18,15 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.e2e.support import binomial_bounds, client_context, config_errors, credential, wait_stable  # noqa: F401
+from tests.e2e.support import (  # noqa: F401
+    assert_envoy_runs_config,
+    binomial_bounds,
+    client_context,
+    config_errors,
+    credential,
+    wait_stable,
+)
 from waymesh.controlplane.offline import OfflineMesh
-from waymesh.generate.validate import validate_with_envoy
 from waymesh.tools.harness import Mesh, Process, echo_json, free_port, running_mesh, wait_until
 
 GATEWAY_API_V1 = "gateway.networking.k8s.io/v1"
@@ -305,17 +311,7 @@ def assert_envoy_validates(scn: Scenario) -> None:
             str(p) for p in problems
         ]
         assert config.listeners, f"no listener translated for {ns}/{name}"
-        ok, output = validate_with_envoy(config)
-        assert ok, output
-        dump_ = mesh.envoy_config_dump(name)
-        live = {
-            entry["active_state"]["listener"]["name"]
-            for cfg in dump_["configs"]
-            if cfg["@type"].endswith("ListenersConfigDump")
-            for entry in cfg.get("dynamic_listeners", [])
-            if "active_state" in entry
-        }
-        assert {lst.name for lst in config.listeners} == live
+        assert_envoy_runs_config(mesh, name, config)
 
 
 # --- certificates ----------------------------------------------------------------------------

@@ -19,12 +19,18 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.support import binomial_bounds, client_context, config_errors, credential, wait_stable  # noqa: F401
+from tests.e2e.support import (  # noqa: F401
+    assert_envoy_runs_config,
+    binomial_bounds,
+    client_context,
+    config_errors,
+    credential,
+    wait_stable,
+)
 from waymesh.ca.selfsigned import IssuedCertificate
 from waymesh.controlplane.offline import OfflineMesh
 from waymesh.echo import EchoConfig, Server, serve_echo
 from waymesh.echo.behaviour import EchoRequest
-from waymesh.generate.validate import validate_with_envoy
 from waymesh.tools.harness import Mesh, Process, echo_json, free_port, running_mesh, wait_until
 
 LABELS = {"istio": "ingressgateway"}
@@ -136,20 +142,7 @@ def assert_envoy_validates(mesh: Mesh) -> None:
     config, problems = offline.index.translate(proxy)
     assert not [p for p in problems if p.severity == "error"], [str(p) for p in problems]
     assert config.listeners, "no listener translated"
-    ok, output = validate_with_envoy(config)
-    assert ok, output
-    dump = mesh.envoy_config_dump(PROXY)
-    live = {
-        entry["active_state"]["listener"]["name"]
-        for cfg in dump["configs"]
-        if cfg["@type"].endswith("ListenersConfigDump")
-        for entry in cfg.get("dynamic_listeners", [])
-        if "active_state" in entry
-    }
-    assert {lst.name for lst in config.listeners} == live
-
-
-# --- statistics ------------------------------------------------------------------------------
+    assert_envoy_runs_config(mesh, PROXY, config)
 
 
 def log_requests(backend: Backend, marker: str) -> list[tuple[str, str, dict[str, list[str]]]]:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from waymesh.ca.selfsigned import IssuedCertificate, issue_self_signed, write_credential
+from waymesh.generate.validate import validate_with_envoy
+from waymesh.model import ir
 from waymesh.tools.harness import Mesh, wait_until
 
 
@@ -77,3 +79,18 @@ def client_context(ca_pem: bytes, cert: dict[str, str] | None = None) -> ssl.SSL
     if cert is not None:
         ctx.load_cert_chain(cert["cert"], cert["key"])
     return ctx
+
+
+def assert_envoy_runs_config(mesh: Mesh, proxy: str, config: ir.ProxyConfig) -> None:
+    """`config` passes `envoy --mode validate`, and the running proxy serves exactly its listeners."""
+    ok, output = validate_with_envoy(config)
+    assert ok, output
+    dump = mesh.envoy_config_dump(proxy)
+    live = {
+        entry["active_state"]["listener"]["name"]
+        for cfg in dump["configs"]
+        if cfg["@type"].endswith("ListenersConfigDump")
+        for entry in cfg.get("dynamic_listeners", [])
+        if "active_state" in entry
+    }
+    assert {lst.name for lst in config.listeners} == live
