@@ -10,9 +10,10 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from waymesh.config.mesh import MeshConfig, load_mesh_config
 from waymesh.config.store import ConfigStore
@@ -32,9 +33,23 @@ STATUS_QUIET_SECONDS = 0.05
 STATUS_MAX_DELAY_SECONDS = 1.0
 
 
+class ConfigSource(Protocol):
+    """Feeds the store: a watched directory (DirectorySource) or the Kubernetes API (KubeSource)."""
+
+    ready: asyncio.Event
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+StatusSubscriber = Callable[[dict[ConfigKey, dict[str, Any]]], None]
+
+
 @dataclass
 class ControlPlaneOptions:
-    config_dir: Path
+    # None in Kubernetes mode, where the sources are passed to ControlPlane instead.
+    config_dir: Path | None
     mesh_config: Path | None = None
     credentials_dir: Path | None = None
     xds_host: str = "0.0.0.0"
@@ -44,7 +59,7 @@ class ControlPlaneOptions:
 
 
 class ControlPlane:
-    def __init__(self, options: ControlPlaneOptions) -> None:
+    def __init__(self, options: ControlPlaneOptions, sources: Sequence[ConfigSource] = ()) -> None:
         self.options = options
         self.store = ConfigStore()
         self.mesh: MeshConfig
@@ -55,7 +70,11 @@ class ControlPlane:
         self.builder = ResourceBuilder()
         self.cache = Cache()
         self.xds = XdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect)
-        self.source = DirectorySource(options.config_dir, self.store)
+        self.sources: list[ConfigSource] = list(sources)
+        if options.config_dir is not None:
+            self.sources.insert(0, DirectorySource(options.config_dir, self.store))
+        # Called with every freshly computed Gateway API status (Kubernetes mode writes it back).
+        self.status_subscribers: list[StatusSubscriber] = []
         self._changed_keys: set[ConfigKey] = set()
         self._everything_changed = False
         self.gateway_status: dict[str, Any] = {}
@@ -73,13 +92,15 @@ class ControlPlane:
         for error in self.mesh_errors:
             log.warning("mesh config: %s", error)
         self.store.subscribe(self._on_store_change)
-        source_task = asyncio.create_task(self.source.run(), name="config-source")
-        self._tasks.append(source_task)
-        ready = asyncio.create_task(self.source.ready.wait())
-        await asyncio.wait([source_task, ready], return_when=asyncio.FIRST_COMPLETED)
-        if source_task.done():
-            ready.cancel()
-            source_task.result()  # raises why the directory could not be read
+        source_tasks = [asyncio.create_task(s.run(), name=f"config-source-{i}") for i, s in enumerate(self.sources)]
+        self._tasks.extend(source_tasks)
+        ready = asyncio.ensure_future(asyncio.gather(*(s.ready.wait() for s in self.sources)))
+        await asyncio.wait([*source_tasks, ready], return_when=asyncio.FIRST_COMPLETED)
+        for task in source_tasks:
+            if task.done():
+                ready.cancel()
+                task.result()  # raises why the source could not be read
+                raise RuntimeError(f"config source {task.get_name()} stopped before it was ready")
         self._refresh_status()
         # What start-up loaded lives long: keep the collector from walking it on every pass.
         gc.freeze()
@@ -98,7 +119,8 @@ class ControlPlane:
         )
 
     async def stop(self) -> None:
-        self.source.stop()
+        for source in self.sources:
+            source.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -190,6 +212,11 @@ class ControlPlane:
             log.exception("computing Gateway API status failed")
             return
         self.gateway_status = {str(key): status for key, status in statuses.items()}
+        for subscriber in self.status_subscribers:
+            try:
+                subscriber(statuses)
+            except Exception:  # a status writer's bug must not stop status for the others
+                log.exception("status subscriber %r failed", subscriber)
 
     async def _watch_credentials(self) -> None:
         import watchfiles
