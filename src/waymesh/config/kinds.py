@@ -54,7 +54,6 @@ MODEL_MODULES = [
     "waymesh.model.api.gateway_api",
     "waymesh.model.api.istio_networking",
     "waymesh.model.api.istio_authz",
-    "waymesh.model.api.istio_authz",
     "waymesh.model.api.istio_sidecar",
 ]
 
