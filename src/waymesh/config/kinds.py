@@ -53,6 +53,7 @@ MODEL_MODULES = [
     "waymesh.model.api.waymesh",
     "waymesh.model.api.gateway_api",
     "waymesh.model.api.istio_networking",
+    "waymesh.model.api.workload",
     "waymesh.model.api.istio_authz",
     "waymesh.model.api.istio_sidecar",
 ]
