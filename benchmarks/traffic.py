@@ -1,0 +1,103 @@
+"""traffic: requests/s and p50/p99 through the gateway at 1 and 16 connections, against the same
+Envoy binary with a minimal hand-written static config (the ceiling for this data plane) and
+against the echo backend directly. All three in the same run, wrk for each, one after another.
+
+Every Envoy here runs with --concurrency 1 (the gateway agent as the harness starts it), so the
+comparison is one worker thread against one worker thread.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import gateway_yaml, route_yaml, run_benchmark, service_yaml
+from routechange import wrk
+
+from waymesh.envoy_binary import find_envoy
+from waymesh.tools.harness import free_port, wait_until
+
+STATIC = """\
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+static_resources:
+  listeners:
+  - name: static
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: static
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{match: {{prefix: /}}, route: {{cluster: echo}}}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: echo
+    type: STATIC
+    load_assignment:
+      cluster_name: echo
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {echo}}}}}}}}}]}}]
+"""
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per measurement")
+
+
+def static_envoy(workdir: Path, echo_port: int) -> tuple[subprocess.Popen[bytes], int]:
+    port, admin = free_port(), free_port()
+    config = workdir / "static-envoy.yaml"
+    config.write_text(STATIC.format(admin=admin, port=port, echo=echo_port))
+    log = (workdir / "static-envoy.log").open("wb")
+    popen = subprocess.Popen(
+        [find_envoy(), "-c", str(config), "--concurrency", "1", "--base-id", str(admin), "-l", "warning"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200, timeout=30,
+               what="static Envoy answering")
+    return popen, port
+
+
+def measure(url: str, seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for connections in (1, 16):
+        r = wrk(url, seconds, connections)
+        out[f"c{connections}"] = {"rps": r["requests_per_second"], "p50_ms": round(r["p50_us"] / 1000, 2),
+                                  "p99_ms": round(r["p99_us"] / 1000, 2), "non200": r["non200"]}
+    return out
+
+
+def run(target: Any, args: Any) -> dict[str, Any]:
+    echo = target.mesh.start_echo("echo", extra=["--quiet"])
+    port = free_port()
+    target.start()
+    target.apply("gateway", gateway_yaml(port))
+    target.apply("svc-default-echo", service_yaml("echo", "default", 80, [echo.ports["http"]]))
+    target.apply("route", route_yaml("all", "default", path="/"))
+    target.start_gateway()
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200, timeout=60,
+               what="route answering 200")
+    figures: dict[str, Any] = {"gateway": measure(f"http://127.0.0.1:{port}/", args.seconds)}
+    popen, static_port = static_envoy(target.mesh.workdir, echo.ports["http"])
+    try:
+        figures["static_envoy"] = measure(f"http://127.0.0.1:{static_port}/", args.seconds)
+    finally:
+        popen.terminate()
+        popen.wait(10)
+    figures["backend_direct"] = measure(f"http://127.0.0.1:{echo.ports['http']}/", args.seconds)
+    for c in ("c1", "c16"):
+        figures[f"gateway_vs_static_{c}"] = round(figures["gateway"][c]["rps"] / figures["static_envoy"][c]["rps"], 3)
+    return figures
+
+
+if __name__ == "__main__":
+    run_benchmark("traffic", __doc__, add_arguments, run,
+                  ["gateway.c1.rps", "gateway.c16.rps", "gateway.c16.p99_ms", "gateway_vs_static_c16"])
