@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from waymesh.config.errors import LineMap, Path, format_path, translate
 from waymesh.config.loader import yaml_documents
@@ -26,8 +26,8 @@ ISTIO_MESH_KEYS = frozenset(
     configSources enableAutoMtls trustDomainAliases caCertificates defaultServiceExportTo
     defaultVirtualServiceExportTo defaultDestinationRuleExportTo localityLbSetting dnsRefreshRate
     h2UpgradePolicy inboundClusterStatName outboundClusterStatName certificates thriftConfig
-    serviceSettings enablePrometheusMerge verifyCertificateAtClient ca extensionProviders
-    defaultProviders discoverySelectors pathNormalization defaultHttpRetryPolicy meshMTLS
+    serviceSettings enablePrometheusMerge verifyCertificateAtClient ca
+    defaultProviders discoverySelectors defaultHttpRetryPolicy meshMTLS
     tlsDefaults serviceScopeConfigs
     """.split()
 )
@@ -56,6 +56,77 @@ class ProxyConfig(ApiModel):
     drainDuration: Duration = "45s"
 
 
+class ExtAuthzBody(ApiModel):
+    maxRequestBytes: int | None = Field(default=None, ge=0)
+    allowPartialMessage: bool | None = None
+    packAsBytes: bool | None = None
+
+
+class ExtAuthzHttp(ApiModel):
+    """An ext_authz HTTP server (Istio's EnvoyExternalAuthorizationHttpProvider)."""
+
+    service: str  # "[<namespace>/]<hostname>" of a Service or ServiceEntry
+    port: int = Field(ge=1, le=65535)
+    timeout: Duration | None = None
+    pathPrefix: str | None = None
+    failOpen: bool | None = None
+    clearRouteCache: bool | None = None
+    statusOnError: str | None = None
+    includeHeadersInCheck: list[str] = []
+    includeRequestHeadersInCheck: list[str] = []
+    includeAdditionalHeadersInCheck: dict[str, str] = {}
+    includeRequestBodyInCheck: ExtAuthzBody | None = None
+    headersToUpstreamOnAllow: list[str] = []
+    headersToDownstreamOnDeny: list[str] = []
+    headersToDownstreamOnAllow: list[str] = []
+
+
+class ExtAuthzGrpc(ApiModel):
+    """An ext_authz gRPC server (Istio's EnvoyExternalAuthorizationGrpcProvider)."""
+
+    service: str
+    port: int = Field(ge=1, le=65535)
+    timeout: Duration | None = None
+    failOpen: bool | None = None
+    clearRouteCache: bool | None = None
+    statusOnError: str | None = None
+    includeRequestBodyInCheck: ExtAuthzBody | None = None
+
+
+# Provider kinds of other features (tracing, logging, metrics): accepted as written, used by
+# whichever part of waymesh implements them.
+_OTHER_PROVIDERS = ("zipkin", "lightstep", "datadog", "stackdriver", "opencensus", "skywalking",
+                    "opentelemetry", "prometheus", "envoyFileAccessLog", "envoyHttpAls", "envoyTcpAls",
+                    "envoyOtelAls", "sds")
+
+
+class ExtensionProvider(ApiModel):
+    model_config = ApiModel.model_config | {"extra": "allow"}
+
+    name: str = Field(min_length=1)
+    envoyExtAuthzHttp: ExtAuthzHttp | None = None
+    envoyExtAuthzGrpc: ExtAuthzGrpc | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ExtensionProvider:
+        extra = set(self.model_extra or {})
+        unknown = extra - set(_OTHER_PROVIDERS)
+        if unknown:
+            raise ValueError(f"unknown extension provider kind {sorted(unknown)[0]!r}")
+        if (self.envoyExtAuthzHttp is not None) + (self.envoyExtAuthzGrpc is not None) + len(extra) != 1:
+            raise ValueError(f"extension provider {self.name!r} must set exactly one provider kind")
+        return self
+
+
+class PathNormalization(ApiModel):
+    # waymesh's default is DECODE_AND_MERGE_SLASHES, not Istio's BASE: see docs/security.md.
+    normalization: Literal["DEFAULT", "NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"] = "DEFAULT"
+
+    @property
+    def effective(self) -> str:
+        return "DECODE_AND_MERGE_SLASHES" if self.normalization == "DEFAULT" else self.normalization
+
+
 class MeshConfig(ApiModel):
     accessLogFile: str = ""
     accessLogEncoding: Literal["TEXT", "JSON"] = "TEXT"
@@ -63,6 +134,16 @@ class MeshConfig(ApiModel):
     trustDomain: str = "cluster.local"
     rootNamespace: str = "istio-system"
     defaultConfig: ProxyConfig = Field(default_factory=ProxyConfig)
+    extensionProviders: list[ExtensionProvider] = []
+    pathNormalization: PathNormalization = Field(default_factory=PathNormalization)
+
+    @model_validator(mode="after")
+    def _unique_providers(self) -> MeshConfig:
+        names = [p.name for p in self.extensionProviders]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"extensionProviders: duplicate name {sorted(dup)[0]!r}")
+        return self
 
 
 def _strip_ignored(
