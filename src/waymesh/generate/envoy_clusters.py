@@ -7,6 +7,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2, protoc
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.clusters.common.dns.v3 import dns_pb2
 from envoy.extensions.clusters.dns.v3 import dns_cluster_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from envoy.type.v3 import percent_pb2
@@ -26,6 +27,8 @@ from .envoy_common import (
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DNS_CLUSTER = "envoy.cluster.dns"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+RAW_BUFFER = "envoy.transport_sockets.raw_buffer"
+TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 
 # Istio's defaults: Envoy's own (1024) are too low for a gateway in front of many clients.
 UNLIMITED = 4294967295
@@ -77,7 +80,12 @@ def build_load_assignment(c: ir.Cluster) -> endpoint_pb2.ClusterLoadAssignment:
         lb.endpoint.address.socket_address.port_value = ep.port
         lb.load_balancing_weight.value = ep.weight
         if ep.labels:
-            lb.metadata.CopyFrom(metadata("waymesh", dict(ep.labels)))
+            labels = dict(ep.labels)
+            lb.metadata.CopyFrom(metadata("waymesh", labels))
+            if ir.TLS_MODE_LABEL in labels:
+                # What the cluster's transport_socket_matches look at (auto mTLS).
+                lb.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update(
+                    {"tlsMode": labels[ir.TLS_MODE_LABEL]})
         if ep.healthy:
             group.load_balancing_weight.value += ep.weight
     for group in groups.values():
@@ -126,8 +134,8 @@ def _http_protocol_options(c: ir.Cluster, protocol: str) -> hpo_pb2.HttpProtocol
     return opts
 
 
-def _upstream_alpn(c: ir.Cluster, protocol: str) -> list[str]:
-    alpn = list(c.tls.alpn) if c.tls else []
+def _upstream_alpn(tls: ir.UpstreamTLS | None, protocol: str) -> list[str]:
+    alpn = list(tls.alpn) if tls else []
     if not alpn:
         alpn = {"http1": ["http/1.1"], "http2": ["h2"], "auto": ["h2", "http/1.1"], "tcp": []}[protocol]
     if protocol == "http1":
@@ -136,14 +144,14 @@ def _upstream_alpn(c: ir.Cluster, protocol: str) -> list[str]:
     return alpn
 
 
-def upstream_tls(c: ir.Cluster, protocol: str) -> tls_pb2.UpstreamTlsContext:
-    tls = c.tls
+def upstream_tls(c: ir.Cluster, protocol: str, tls: ir.UpstreamTLS | None = None) -> tls_pb2.UpstreamTlsContext:
+    tls = tls or c.tls
     assert tls is not None
     if tls.mode not in ("SIMPLE", "MUTUAL"):
         raise GenerateError(f"cluster {c.name}: unknown upstream TLS mode {tls.mode!r}")
     ctx = tls_pb2.UpstreamTlsContext(sni=tls.sni or "")
     common = ctx.common_tls_context
-    common.alpn_protocols.extend(_upstream_alpn(c, protocol))
+    common.alpn_protocols.extend(_upstream_alpn(tls, protocol))
     if tls.mode == "MUTUAL":
         if not tls.certificate:
             raise GenerateError(f"cluster {c.name}: MUTUAL upstream TLS needs a client certificate")
@@ -240,6 +248,15 @@ def build_cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
     if c.tls is not None:
         out.transport_socket.name = TLS_TRANSPORT_SOCKET
         out.transport_socket.typed_config.CopyFrom(typed(upstream_tls(c, protocol)))
+    for m in c.tls_matches:
+        tsm = out.transport_socket_matches.add(name=m.name)
+        tsm.match.update(dict(m.labels))
+        if m.tls is None:
+            tsm.transport_socket.name = RAW_BUFFER
+            tsm.transport_socket.typed_config.CopyFrom(typed(raw_buffer_pb2.RawBuffer()))
+        else:
+            tsm.transport_socket.name = TLS_TRANSPORT_SOCKET
+            tsm.transport_socket.typed_config.CopyFrom(typed(upstream_tls(c, protocol, m.tls)))
     if c.service:
         out.metadata.CopyFrom(metadata("waymesh", {"service": c.service}))
     return out

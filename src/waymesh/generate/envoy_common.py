@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
@@ -48,8 +48,23 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
     )
 
 
+def agent_sds_source() -> config_source_pb2.ConfigSource:
+    """The agent's SDS (workload certificate and roots), on its local socket, as in Istio."""
+    return config_source_pb2.ConfigSource(
+        api_config_source=config_source_pb2.ApiConfigSource(
+            api_type=config_source_pb2.ApiConfigSource.GRPC,
+            transport_api_version=config_source_pb2.V3,
+            set_node_on_first_message_only=True,
+            grpc_services=[grpc_service_pb2.GrpcService(
+                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=ir.AGENT_SDS_CLUSTER))],
+        ),
+        resource_api_version=config_source_pb2.V3,
+    )
+
+
 def sds_secret(name: str) -> secret_pb2.SdsSecretConfig:
-    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_config_source())
+    source = agent_sds_source() if name in ir.AGENT_SECRETS else ads_config_source()
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=source)
 
 
 def regex(pattern: str, ignore_case: bool = False) -> regex_pb2.RegexMatcher:

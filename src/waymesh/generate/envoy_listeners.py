@@ -14,12 +14,14 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.type.v3 import range_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
 from waymesh.model import ir
@@ -33,11 +35,14 @@ from .envoy_common import (
     tls_params,
     typed,
 )
+from .envoy_filters import http_filter, network_filter
 from .envoy_routes import CORS_FILTER, FAULT_FILTER, ROUTER_FILTER
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+ORIGINAL_DST = "envoy.filters.listener.original_dst"
+_DIRECTIONS = {"INBOUND": base_pb2.INBOUND, "OUTBOUND": base_pb2.OUTBOUND}
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 SERVER_NAME = "waymesh"
 
@@ -127,7 +132,7 @@ def http_connection_manager(
         stat_prefix=chain.stat_prefix or stat_prefix,
         codec_type=codec,
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=chain.route_table),
-        http_filters=_HTTP_FILTERS,
+        http_filters=[*(http_filter(f) for f in chain.filters), *_HTTP_FILTERS],
         access_log=access_logs(access_log_path, access_log_json),
         server_name=SERVER_NAME,
         merge_slashes=False,
@@ -135,8 +140,9 @@ def http_connection_manager(
         stream_idle_timeout=duration(300),
         upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
     )
-    # An edge proxy: the peer address is the client, and it starts request ids.
-    hcm.use_remote_address.value = True
+    # An edge proxy: the peer address is the client, and it starts request ids. Inside the
+    # mesh (sidecars) the peer is another proxy: keep X-Forwarded-For as it came.
+    hcm.use_remote_address.value = chain.use_remote_address
     hcm.generate_request_id.value = True
     hcm.normalize_path.value = True
     if chain.strip_host_port:
@@ -209,7 +215,7 @@ def _sni_rank(chain: ir.FilterChain) -> int:
 
 
 def _chain_name(chain: ir.FilterChain, taken: set[str]) -> str:
-    base = ",".join(chain.server_names) or "default"
+    base = chain.name or ",".join(chain.server_names) or "default"
     name, n = base, 1
     while name in taken:
         n += 1
@@ -228,14 +234,18 @@ def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
     # A plaintext chain next to TLS chains needs the transport protocol to tell them apart.
     has_tls = any(c.tls is not None or c.server_names for c in listener.filter_chains)
     has_plain = any(c.tls is None and not c.server_names for c in listener.filter_chains)
-    split_transport = has_tls and has_plain
-    needs_inspector = split_transport or any(c.server_names for c in listener.filter_chains)
+    explicit = any(c.match is not None for c in listener.filter_chains)
+    split_transport = has_tls and has_plain and not explicit
+    needs_inspector = split_transport or any(c.server_names for c in listener.filter_chains) or any(
+        c.match.transport_protocol or c.match.application_protocols for c in listener.filter_chains if c.match)
 
     taken: set[str] = set()
     for chain in sorted(listener.filter_chains, key=_sni_rank):
         fc = out.filter_chains.add(name=_chain_name(chain, taken))
         if chain.server_names:
             fc.filter_chain_match.server_names.extend(chain.server_names)
+        if chain.match is not None:
+            _set_match(fc.filter_chain_match, chain.match)
         is_tls = chain.tls is not None or bool(chain.server_names)
         if split_transport:
             fc.filter_chain_match.transport_protocol = "tls" if is_tls else "raw_buffer"
@@ -250,13 +260,52 @@ def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
             fc.filters.add(name=HCM_FILTER, typed_config=cfg)
         elif isinstance(chain, ir.TcpFilterChain):
             cfg = typed(tcp_proxy(chain, listener.name, listener.access_log_path, listener.access_log_json))
+            fc.filters.extend(network_filter(f) for f in chain.filters)
             fc.filters.add(name=TCP_PROXY_FILTER, typed_config=cfg)
         else:
             raise GenerateError(f"unknown filter chain {type(chain).__name__}")
-    if needs_inspector:
-        out.listener_filters.append(
-            listener_components_pb2.ListenerFilter(
-                name=TLS_INSPECTOR, typed_config=typed(tls_inspector_pb2.TlsInspector())
-            )
-        )
+    _capture_settings(out, listener)
+    inspector = listener.tls_inspector
+    if inspector == "on" or (inspector == "auto" and needs_inspector) or (
+            inspector == "off" and listener.tls_inspector_except):
+        lf = out.listener_filters.add(name=TLS_INSPECTOR, typed_config=typed(tls_inspector_pb2.TlsInspector()))
+        skip = _ports_predicate(listener.tls_inspector_except)
+        if inspector == "off":
+            # Off except on some ports: disabled wherever the port is not one of them.
+            skip = listener_components_pb2.ListenerFilterChainMatchPredicate(not_match=skip)
+        if listener.tls_inspector_except or inspector == "off":
+            lf.filter_disabled.CopyFrom(skip)
+    elif inspector not in ("auto", "on", "off"):
+        raise GenerateError(f"listener {listener.name}: tls_inspector must be auto, on or off")
     return out
+
+
+def _set_match(m: listener_components_pb2.FilterChainMatch, match: ir.ChainMatch) -> None:
+    if match.destination_port is not None:
+        m.destination_port.value = match.destination_port
+    if match.transport_protocol:
+        m.transport_protocol = match.transport_protocol
+    m.application_protocols.extend(match.application_protocols)
+
+
+def _ports_predicate(ports: tuple[int, ...]) -> listener_components_pb2.ListenerFilterChainMatchPredicate:
+    pred = listener_components_pb2.ListenerFilterChainMatchPredicate
+    singles = [pred(destination_port_range=range_pb2.Int32Range(start=p, end=p + 1)) for p in sorted(set(ports))]
+    if len(singles) == 1:
+        return singles[0]
+    return pred(or_match=pred.MatchSet(rules=singles))
+
+
+def _capture_settings(out: listener_pb2.Listener, listener: ir.Listener) -> None:
+    """Sidecar capture listeners (15001 / 15006) and the listeners they hand connections to."""
+    if not listener.bind_to_port:
+        out.bind_to_port.value = False
+    if listener.use_original_dst:
+        out.use_original_dst.value = True
+    if listener.restore_original_dst:
+        out.listener_filters.add(name=ORIGINAL_DST, typed_config=typed(original_dst_pb2.OriginalDst()))
+    if listener.direction:
+        out.traffic_direction = _DIRECTIONS[listener.direction]
+    if listener.filters_timeout is not None:
+        out.listener_filters_timeout.CopyFrom(duration(listener.filters_timeout))
+        out.continue_on_listener_filters_timeout = True

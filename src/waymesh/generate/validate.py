@@ -33,14 +33,19 @@ from .resources import ResourceBuilder, Resources
 
 
 def _strip_sds(common: tls_pb2.CommonTlsContext) -> None:
-    # Static secrets are found by name; an sds_config would make Envoy ask a server.
+    # Static secrets are found by name; an sds_config would make Envoy ask a server. The
+    # agent's secrets (workload identity) keep theirs: the bootstrap gets an sds-grpc cluster.
+    def strip(sc: secret_pb2.SdsSecretConfig) -> None:
+        if sc.name not in ir.AGENT_SECRETS:
+            sc.ClearField("sds_config")
+
     for sc in common.tls_certificate_sds_secret_configs:
-        sc.ClearField("sds_config")
+        strip(sc)
     # HasField first: touching an unset sub-message would set it (empty, and invalid).
     if common.HasField("validation_context_sds_secret_config"):
-        common.validation_context_sds_secret_config.ClearField("sds_config")
+        strip(common.validation_context_sds_secret_config)
     if common.HasField("combined_validation_context"):
-        common.combined_validation_context.validation_context_sds_secret_config.ClearField("sds_config")
+        strip(common.combined_validation_context.validation_context_sds_secret_config)
 
 
 def _static_tls(packed: any_pb2.Any) -> any_pb2.Any:
@@ -74,6 +79,9 @@ def _static_cluster(c: cluster_pb2.Cluster, endpoints: dict[str, endpoint_pb2.Cl
         c.load_assignment.CopyFrom(endpoints.get(c.name, endpoint_pb2.ClusterLoadAssignment(cluster_name=c.name)))
     if c.HasField("transport_socket"):
         c.transport_socket.typed_config.CopyFrom(_static_tls(c.transport_socket.typed_config))
+    for m in c.transport_socket_matches:
+        if m.transport_socket.name == "envoy.transport_sockets.tls":
+            m.transport_socket.typed_config.CopyFrom(_static_tls(m.transport_socket.typed_config))
 
 
 def static_bootstrap(
@@ -110,7 +118,25 @@ def static_bootstrap(
     for s in messages(type_urls.SECRET).values():
         assert isinstance(s, secret_pb2.Secret)
         static.secrets.append(s)
+    if ir.AGENT_SDS_CLUSTER.encode() in boot.SerializeToString():
+        static.clusters.append(agent_sds_cluster("/tmp/waymesh-validate-sds.sock"))
     return boot
+
+
+def agent_sds_cluster(socket_path: str) -> cluster_pb2.Cluster:
+    """The bootstrap cluster that reaches the agent's SDS server on its unix socket."""
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+    c = cluster_pb2.Cluster(name=ir.AGENT_SDS_CLUSTER, type=cluster_pb2.Cluster.STATIC)
+    c.connect_timeout.FromSeconds(1)
+    ep = c.load_assignment.endpoints.add().lb_endpoints.add()
+    ep.endpoint.address.pipe.path = socket_path
+    c.load_assignment.cluster_name = ir.AGENT_SDS_CLUSTER
+    opts = hpo.HttpProtocolOptions()
+    opts.explicit_http_config.http2_protocol_options.SetInParent()
+    c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
+        typed(opts))
+    return c
 
 
 def bootstrap_json(boot: bootstrap_pb2.Bootstrap) -> str:

@@ -220,6 +220,27 @@ class ServerTLS:
 
 
 @dataclass(frozen=True)
+class ChainMatch:
+    """Explicit filter-chain match (sidecars); None on a chain: derived from SNI/TLS as at a gateway."""
+
+    destination_port: int | None = None
+    transport_protocol: str | None = None  # "tls" or "raw_buffer"; None: any
+    application_protocols: tuple[str, ...] = ()  # ALPN the client offered (needs the TLS inspector)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A filter that a policy module puts into a chain (RBAC, JWT, ext_authz, ...).
+
+    HTTP chains run these before their fault, CORS and router filters; TCP chains before
+    tcp_proxy. Subclass it with a frozen dataclass and register the protobuf builder for the
+    subclass with `waymesh.generate.envoy_filters.register_filter`.
+    """
+
+    name: str  # Envoy filter name, e.g. "envoy.filters.http.rbac"
+
+
+@dataclass(frozen=True)
 class HttpFilterChain:
     """Terminate HTTP (after optional TLS) and route with an RDS table."""
 
@@ -232,6 +253,11 @@ class HttpFilterChain:
     # Drop any ":port" from Host before routing, so redirects derive the port from the route,
     # not from what the client typed (Gateway API's redirect port rules).
     strip_host_port: bool = False
+    match: ChainMatch | None = None
+    filters: tuple[Filter, ...] = ()  # before fault, CORS and router
+    name: str = ""  # chain name; "" derives one from the SNI names
+    # False inside the mesh (sidecars): the peer is another proxy, not the client.
+    use_remote_address: bool = True
 
 
 @dataclass(frozen=True)
@@ -248,6 +274,9 @@ class TcpFilterChain:
     # Destination-port match within the chain (for a single listener bound to several ports); unused now.
     idle_timeout: float | None = None
     stat_prefix: str = ""
+    match: ChainMatch | None = None
+    filters: tuple[Filter, ...] = ()  # before tcp_proxy
+    name: str = ""
 
 
 FilterChain = HttpFilterChain | TcpFilterChain
@@ -263,6 +292,19 @@ class Listener:
     # Chains are matched most-specific first: exact SNI, wildcard SNI, no SNI.
     access_log_path: str | None = None  # "/dev/stdout" or a file; None: no access log
     access_log_json: bool = False  # MeshConfig accessLogEncoding: JSON
+    # Sidecar capture: per-service listeners are not bound, the capture listener (15001/15006)
+    # hands each connection to the listener of its original destination.
+    bind_to_port: bool = True
+    use_original_dst: bool = False  # hand connections to the listener of their original destination
+    restore_original_dst: bool = False  # original_dst listener filter: see the pre-capture address
+    direction: str = ""  # "INBOUND" / "OUTBOUND" (Envoy traffic_direction), for stats
+    # TLS inspector: "auto" (when chains need SNI or tls/plain), "on", "off"; it is flipped
+    # (on <-> off) for the ports in tls_inspector_except.
+    tls_inspector: str = "auto"
+    tls_inspector_except: tuple[int, ...] = ()
+    # Bound on listener filters waiting for the client's first bytes (server-first protocols),
+    # after which the connection continues as plaintext.
+    filters_timeout: float | None = None
 
 
 # --- upstreams -----------------------------------------------------------------------------
@@ -346,6 +388,24 @@ class UpstreamTLS:
 
 
 @dataclass(frozen=True)
+class TransportSocketMatch:
+    """Per-endpoint TLS: endpoints whose labels include all of `labels` use `tls`."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    tls: UpstreamTLS | None  # None: plaintext
+
+
+# Workload identity served by the agent over SDS (Istio's names), not by the control plane.
+WORKLOAD_CERT = "default"
+WORKLOAD_ROOTS = "ROOTCA"
+AGENT_SDS_CLUSTER = "sds-grpc"
+AGENT_SECRETS = frozenset({WORKLOAD_CERT, WORKLOAD_ROOTS})
+# Endpoint label that says "this endpoint has a sidecar that takes mesh mTLS".
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+
+
+@dataclass(frozen=True)
 class Cluster:
     # Istio-style names: "outbound|<port>|<subset>|<host>", so users' tooling habits carry over.
     name: str
@@ -363,6 +423,8 @@ class Cluster:
     dns_refresh: float | None = None
     # The service host this cluster serves, for debug output.
     service: str = ""
+    # Tried in order before `tls` (auto mTLS: endpoints labelled tlsMode=istio get mesh mTLS).
+    tls_matches: tuple[TransportSocketMatch, ...] = ()
 
 
 # --- secrets -------------------------------------------------------------------------------
