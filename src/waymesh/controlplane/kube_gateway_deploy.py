@@ -356,3 +356,64 @@ def gateway_dict(gw: ConfigObject) -> dict[str, Any]:
     return {"apiVersion": gw.api_version, "kind": "Gateway", "metadata": meta, "spec": spec}
 
 
+
+
+class LightkubeDeployClient:
+    """DeployClient over a lightkube AsyncClient."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @staticmethod
+    def _resource(api_version: str, kind: str) -> Any:
+        from lightkube.generic_resource import create_namespaced_resource
+        from lightkube.resources.apps_v1 import Deployment
+        from lightkube.resources.core_v1 import Service, ServiceAccount
+
+        known = {("v1", "ServiceAccount"): ServiceAccount, ("v1", "Service"): Service,
+                 ("apps/v1", "Deployment"): Deployment}  # fmt: skip
+        if (api_version, kind) in known:
+            return known[(api_version, kind)]
+        group, _, version = api_version.rpartition("/")
+        return create_namespaced_resource(group, version, kind, kind.lower() + "s")
+
+    async def apply(self, obj: dict[str, Any], field_manager: str) -> None:
+        from lightkube.types import PatchType
+
+        meta = obj["metadata"]
+        await self.client.patch(
+            self._resource(obj["apiVersion"], obj["kind"]), meta["name"], obj, namespace=meta["namespace"],
+            patch_type=PatchType.APPLY, field_manager=field_manager, force=True,
+        )  # fmt: skip
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        from lightkube import ApiError
+        from lightkube.types import CascadeType
+
+        try:
+            await self.client.delete(
+                self._resource(api_version, kind), name, namespace=namespace, cascade=CascadeType.BACKGROUND
+            )
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise
+        return True
+
+    async def list_labelled(self, api_version: str, kind: str, label_selector: str) -> list[dict[str, Any]]:
+        from lightkube import ALL_NS
+
+        key, _, value = label_selector.partition("=")
+        res = self._resource(api_version, kind)
+        return [o.to_dict() async for o in self.client.list(res, namespace=ALL_NS, labels={key: value})]
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        from lightkube import ApiError
+
+        try:
+            obj = await self.client.get(self._resource(api_version, kind), name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
