@@ -30,3 +30,6 @@ class TranslateContext:
     memo: dict[Hashable, Any] = field(default_factory=dict)
     # Translations kept across pushes (see model/route_cache.py); None: translate everything.
     route_cache: RouteCache | None = None
+    # The kind of proxy being translated ("router", "sidecar", ...): the same DestinationRule
+    # means different things at a gateway and at a sidecar (ISTIO_MUTUAL).
+    proxy_kind: str = "router"

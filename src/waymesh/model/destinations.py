@@ -134,6 +134,13 @@ def destination_rule_for(ctx: TranslateContext, svc: Service, from_namespace: st
     return None
 
 
+def tls_mode(ctx: TranslateContext, svc: Service, port: int, subset: str | None,
+             from_namespace: str) -> str | None:
+    """The DestinationRule TLS mode for `svc:port` (and subset), None when no rule sets one."""
+    policy = _effective_policy(destination_rule_for(ctx, svc, from_namespace), port, subset)
+    return (policy.tls.value.mode or "DISABLE") if policy.tls is not None else None
+
+
 # --- traffic policy merging ------------------------------------------------------------------
 
 
@@ -332,7 +339,8 @@ def _upstream_tls(ctx: TranslateContext, svc: Service, cluster: ir.Cluster, part
     if mode == "DISABLE":
         return None
     if mode == "ISTIO_MUTUAL":
-        _unsupported(ctx, part, "mode", "tls mode ISTIO_MUTUAL at this proxy")
+        if ctx.proxy_kind != "sidecar":  # a sidecar's generator adds the mesh mTLS itself
+            _unsupported(ctx, part, "mode", "tls mode ISTIO_MUTUAL at this proxy")
         return None
     if tls.caCrl:
         _unsupported(ctx, part, "caCrl", "caCrl")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 from waymesh.config.types import ConfigObject
@@ -33,7 +34,9 @@ def gateway_ref_is(ref: str, vs_namespace: str, gateway: ConfigObject) -> bool:
     return (ns or vs_namespace) == gateway.namespace and name == gateway.name
 
 
-def http_routes(up: Upstreams, vs: ConfigObject, gateway: ConfigObject, port: int) -> list[ir.Route]:
+def http_routes(up: Upstreams, vs: ConfigObject, gateway: ConfigObject | None, port: int,
+                match_applies: Callable[[Any], bool] | None = None) -> list[ir.Route]:
+    """`match_applies` replaces the gateway check (a sidecar: `mesh` and the source labels)."""
     routes: list[ir.Route] = []
     for i, http in enumerate(vs.spec.http):  # type: ignore[attr-defined]
         path = f"spec.http[{i}]"
@@ -42,7 +45,8 @@ def http_routes(up: Upstreams, vs: ConfigObject, gateway: ConfigObject, port: in
             continue
         matches = [
             (k, m) for k, m in enumerate(http.match)
-            if gateway_applies(m.gateways, vs, gateway) and (m.port is None or m.port == port)
+            if (match_applies(m) if match_applies is not None else gateway_applies(m.gateways, vs, gateway))  # type: ignore[arg-type]
+            and (m.port is None or m.port == port)
         ]
         if http.match and not matches:
             continue  # every match is for another gateway or port
