@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "waymesh.cli.up_cmd",
     "waymesh.cli.inspect_cmd",
     "waymesh.cli.cert_cmd",
+    "waymesh.cli.ca_cmd",
     "waymesh.cli.render_cmd",
     "waymesh.cli.echo_cmd",
     "waymesh.cli.validate_cmd",
