@@ -56,11 +56,18 @@ class ControlPlaneOptions:
     xds_port: int = 15010
     debug_host: str = "127.0.0.1"
     debug_port: int = 15014
+    # The CA (and xDS over TLS) on 15012; None: no CA (see waymesh.ca.service).
+    ca_port: int | None = None
+    ca_host: str = "0.0.0.0"
+    ca_dir: Path | None = None  # None: <state dir>/ca
+    workload_cert_ttl: float = 24 * 3600.0
+    max_workload_cert_ttl: float = 90 * 24 * 3600.0
 
 
 class ControlPlane:
     def __init__(self, options: ControlPlaneOptions, sources: Sequence[ConfigSource] = ()) -> None:
         self.options = options
+        self.ca: Any = None  # waymesh.ca.server.CaServer when the CA runs
         self.store = ConfigStore()
         self.mesh: MeshConfig
         self.mesh_errors: list[ConfigError] = []
@@ -109,6 +116,10 @@ class ControlPlane:
         if self.options.credentials_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_credentials(), name="credentials"))
         await self.xds.start(self.options.xds_host, self.options.xds_port)
+        if self.options.ca_port is not None:
+            from waymesh.ca.service import start_ca
+
+            self.ca = await start_ca(self.options, self.mesh.trustDomain, self.xds)
         await self._start_debug()
         log.info(
             "control plane serving xDS on %s:%d, debug on http://%s:%d",
@@ -125,6 +136,8 @@ class ControlPlane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.xds.stop(0.5)
+        if self.ca is not None:
+            await self.ca.stop()
         if self._debug is not None:
             await self._debug.stop()
 

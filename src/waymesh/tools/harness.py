@@ -85,6 +85,7 @@ class Mesh:
         self.credentials_dir.mkdir(exist_ok=True)
         self.xds_port = free_port()
         self.debug_port = free_port()
+        self.ca_port = free_port()  # the CA on 15012 in production; one per test here
         self.processes: list[Process] = []
         self.control_plane: Process | None = None
         self.proxies: dict[str, Process] = {}
@@ -127,6 +128,8 @@ class Mesh:
             "--credentials-dir", str(self.credentials_dir),
             "--xds-address", f"127.0.0.1:{self.xds_port}",
             "--debug-address", f"127.0.0.1:{self.debug_port}",
+            "--ca-port", str(self.ca_port),
+            "--ca-dir", str(self.workdir / "ca"),
         ]  # fmt: skip
         if mesh_config is not None:
             mesh_path = self.workdir / "mesh.yaml"
