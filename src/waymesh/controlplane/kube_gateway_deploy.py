@@ -358,62 +358,69 @@ def gateway_dict(gw: ConfigObject) -> dict[str, Any]:
 
 
 
-class LightkubeDeployClient:
-    """DeployClient over a lightkube AsyncClient."""
+# REST paths of the kinds the deployer touches (fixed: no discovery round trip needed).
+RESOURCES = {
+    ("v1", "ServiceAccount"): ("", "v1", "serviceaccounts"),
+    ("v1", "Service"): ("", "v1", "services"),
+    ("apps/v1", "Deployment"): ("apps", "v1", "deployments"),
+    ("gateway.networking.k8s.io/v1", "Gateway"): ("gateway.networking.k8s.io", "v1", "gateways"),
+}
+
+
+def resource_path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    group, version, plural = RESOURCES[(api_version, kind)]
+    path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    if namespace:
+        path += f"/namespaces/{namespace}"
+    path += f"/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+class KubeDeployClient:
+    """DeployClient over waymesh's KubeClient (config/kube_client.py)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    @staticmethod
-    def _resource(api_version: str, kind: str) -> Any:
-        from lightkube.generic_resource import create_namespaced_resource
-        from lightkube.resources.apps_v1 import Deployment
-        from lightkube.resources.core_v1 import Service, ServiceAccount
-
-        known = {("v1", "ServiceAccount"): ServiceAccount, ("v1", "Service"): Service,
-                 ("apps/v1", "Deployment"): Deployment}  # fmt: skip
-        if (api_version, kind) in known:
-            return known[(api_version, kind)]
-        group, _, version = api_version.rpartition("/")
-        return create_namespaced_resource(group, version, kind, kind.lower() + "s")
-
     async def apply(self, obj: dict[str, Any], field_manager: str) -> None:
-        from lightkube.types import PatchType
-
         meta = obj["metadata"]
-        await self.client.patch(
-            self._resource(obj["apiVersion"], obj["kind"]), meta["name"], obj, namespace=meta["namespace"],
-            patch_type=PatchType.APPLY, field_manager=field_manager, force=True,
+        await self.client.request(
+            "PATCH", resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+            params={"fieldManager": field_manager, "force": "true"},
+            body=obj, content_type="application/apply-patch+yaml",  # JSON is YAML
         )  # fmt: skip
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        from lightkube import ApiError
-        from lightkube.types import CascadeType
+        from waymesh.config.kube_client import ApiError
 
         try:
-            await self.client.delete(
-                self._resource(api_version, kind), name, namespace=namespace, cascade=CascadeType.BACKGROUND
-            )
+            await self.client.request(
+                "DELETE", resource_path(api_version, kind, namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )  # fmt: skip
         except ApiError as exc:
-            if exc.status.code == 404:
+            if exc.code == 404:
                 return False
             raise
         return True
 
     async def list_labelled(self, api_version: str, kind: str, label_selector: str) -> list[dict[str, Any]]:
-        from lightkube import ALL_NS
-
-        key, _, value = label_selector.partition("=")
-        res = self._resource(api_version, kind)
-        return [o.to_dict() async for o in self.client.list(res, namespace=ALL_NS, labels={key: value})]
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"labelSelector": label_selector, "limit": 500}
+        while True:
+            data = await self.client.request("GET", resource_path(api_version, kind), params=params)
+            items += data.get("items", [])
+            cont = (data.get("metadata") or {}).get("continue")
+            if not cont:
+                return items
+            params["continue"] = cont
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        from lightkube import ApiError
+        from waymesh.config.kube_client import ApiError
 
         try:
-            obj = await self.client.get(self._resource(api_version, kind), name, namespace=namespace)
+            return await self.client.request("GET", resource_path(api_version, kind, namespace, name))
         except ApiError as exc:
-            if exc.status.code == 404:
+            if exc.code == 404:
                 return None
             raise
-        return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)

@@ -203,22 +203,22 @@ def secret_body(namespace: str, issued: IssuedCertificate) -> dict[str, Any]:
 class CertStore:
     """Gets or creates the serving certificate Secret; publishes its CA into the webhook config.
 
-    `client` is a lightkube AsyncClient."""
+    `client` is waymesh's KubeClient (config/kube_client.py)."""
 
     def __init__(self, client: Any, options: WebhookOptions) -> None:
         self.client = client
         self.options = options
 
     async def ensure_certificate(self) -> IssuedCertificate:
-        from lightkube import ApiError
-        from lightkube.resources.core_v1 import Secret
+        from waymesh.config.kube_client import ApiError
 
         ns = self.options.namespace
+        secrets = f"/api/v1/namespaces/{ns}/secrets"
         for _attempt in range(5):
             try:
-                live = (await self.client.get(Secret, CERT_SECRET, namespace=ns)).to_dict()
+                live: dict[str, Any] | None = await self.client.request("GET", f"{secrets}/{CERT_SECRET}")
             except ApiError as exc:
-                if exc.status.code != 404:
+                if exc.code != 404:
                     raise
                 live = None
             issued = secret_certificate(live)
@@ -228,41 +228,38 @@ class CertStore:
             body = secret_body(ns, fresh)
             try:
                 if live is None:
-                    await self.client.create(Secret.from_dict(body), namespace=ns)
+                    await self.client.request("POST", secrets, body=body)
                 else:
                     # resourceVersion makes a concurrent replacement by another replica a 409.
                     body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-                    await self.client.replace(Secret.from_dict(body), namespace=ns)
+                    await self.client.request("PUT", f"{secrets}/{CERT_SECRET}", body=body)
                 log.info("webhook certificate: wrote Secret %s/%s", ns, CERT_SECRET)
                 return fresh
             except ApiError as exc:
-                if exc.status.code != 409:  # 409: another replica won; use theirs
+                if exc.code != 409:  # 409: another replica won; use theirs
                     raise
         raise RuntimeError(f"Secret {ns}/{CERT_SECRET}: kept conflicting with other writers")
 
     async def publish_ca_bundle(self, ca_pem: bytes) -> bool:
         """Set caBundle on every webhook of the configuration; False when it does not exist."""
-        from lightkube import ApiError
-        from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
-        from lightkube.types import PatchType
+        from waymesh.config.kube_client import ApiError
 
+        path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{self.options.config_name}"
         bundle = base64.b64encode(ca_pem).decode()
         try:
-            config = await self.client.get(MutatingWebhookConfiguration, self.options.config_name)
+            config = await self.client.request("GET", path)
         except ApiError as exc:
-            if exc.status.code == 404:
+            if exc.code == 404:
                 return False
             raise
         patch: list[dict[str, Any]] = []
-        for i, hook in enumerate(config.webhooks or []):
-            if hook.clientConfig.caBundle != bundle:
+        for i, hook in enumerate(config.get("webhooks") or []):
+            if (hook.get("clientConfig") or {}).get("caBundle") != bundle:
                 # the test op keeps us from patching a different webhook if the list changed
-                patch.append({"op": "test", "path": f"/webhooks/{i}/name", "value": hook.name})
+                patch.append({"op": "test", "path": f"/webhooks/{i}/name", "value": hook["name"]})
                 patch.append({"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle})
         if patch:
-            await self.client.patch(
-                MutatingWebhookConfiguration, self.options.config_name, patch, patch_type=PatchType.JSON
-            )
+            await self.client.request("PATCH", path, body=patch, content_type="application/json-patch+json")
             log.info("webhook: published CA bundle into %s", self.options.config_name)
         return True
 
@@ -287,17 +284,19 @@ async def run_webhook(
     client: Any, options: WebhookOptions, started: asyncio.Event | None = None
 ) -> None:
     """Serve /inject until cancelled; keep the certificate and caBundle in place meanwhile."""
-    from lightkube import ApiError
-    from lightkube.resources.core_v1 import Namespace
+
+    from waymesh.config.kube_client import ApiError
 
     async def namespace_labels(name: str) -> dict[str, str]:
+        # Asked at each Pod creation rather than read from a watch: a namespace labelled a
+        # moment before its first Pod must not be missed.
         try:
-            ns = await client.get(Namespace, name)
+            ns = await client.request("GET", f"/api/v1/namespaces/{name}", timeout=5)
         except ApiError as exc:
-            if exc.status.code == 404:
+            if exc.code == 404:
                 return {}
             raise
-        return dict(ns.metadata.labels or {})
+        return dict((ns.get("metadata") or {}).get("labels") or {})
 
     certs = CertStore(client, options)
     issued = await certs.ensure_certificate()
