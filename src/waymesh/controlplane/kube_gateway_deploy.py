@@ -261,8 +261,12 @@ class GatewayDeployer:
     with an empty cache, so its first pass applies everything once and prunes orphans.
     """
 
-    def __init__(self, store: StoreLike, client: DeployClient, options: DeployOptions | None = None) -> None:
+    def __init__(
+        self, store: StoreLike, client: DeployClient, options: DeployOptions | None = None,
+        resync_interval: float = 300.0,
+    ) -> None:  # fmt: skip
         self.store = store
+        self.resync_interval = resync_interval
         self.client = client
         self.options = options or DeployOptions()
         self._applied: dict[tuple[str, str], str] = {}  # (namespace, gateway) -> config hash
@@ -272,6 +276,16 @@ class GatewayDeployer:
 
     def kick(self) -> None:
         self._wake.set()
+
+    def follow(self, store: Any) -> Any:
+        """Kick on every change to Gateways or GatewayClasses in `store` (a ConfigStore);
+        returns the unsubscribe function."""
+
+        def on_changes(changes: list[Any]) -> None:
+            if any(key.group == GATEWAY_API and key.kind in ("Gateway", "GatewayClass") for key, *_ in changes):
+                self.kick()
+
+        return store.subscribe(on_changes)
 
     def desired_gateways(self) -> list[dict[str, Any]]:
         out = []
@@ -291,7 +305,12 @@ class GatewayDeployer:
             await synced.wait()
         self._wake.set()
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.resync_interval)
+            except TimeoutError:
+                # Nothing watches the deployed objects themselves: re-apply everything now and
+                # then, so one deleted or edited by hand comes back.
+                self._applied.clear()
             if leading is not None and not leading.is_set():
                 self._applied.clear()  # when we lead again, start from what the API has
                 await leading.wait()
