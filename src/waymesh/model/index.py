@@ -26,6 +26,7 @@ from waymesh.config.types import (
     ConfigKey,
 )
 from waymesh.model import ir
+from waymesh.model.authz import apply_security
 from waymesh.model.context import TranslateContext
 from waymesh.model.credentials import CredentialStore
 from waymesh.model.proxy import ProxyInfo
@@ -119,7 +120,7 @@ class MeshIndex:
             store=view, registry=registry, credentials=self.credentials, mesh=self.mesh,  # type: ignore[arg-type]
             route_cache=self.route_cache,
         )  # fmt: skip
-        config = translate_for_proxy(ctx, proxy)
+        config = apply_security(ctx, proxy, translate_for_proxy(ctx, proxy))
         state = self.proxies.get(proxy.id)
         if state is not None:
             reads = view.reads
@@ -133,6 +134,10 @@ def translate_for_proxy(ctx: TranslateContext, proxy: ProxyInfo) -> ir.ProxyConf
     from waymesh.model.gatewayapi import gateway_api_config
     from waymesh.model.istio_gateway import istio_gateway_config
 
+    if proxy.kind == "sidecar":
+        from waymesh.model.sidecar import sidecar_config
+
+        return sidecar_config(ctx, proxy)
     gateway_name = proxy.gateway_api_name
     if gateway_name:
         return gateway_api_config(ctx, ConfigKey(GATEWAY_API, "Gateway", proxy.namespace, gateway_name))
