@@ -1,0 +1,457 @@
+"""`waymesh lab up / down / status`: build a lab, run its processes, take it all down again.
+
+`up` runs in the foreground as the lab's supervisor: it creates the network, starts the control
+plane and every pod (capture rules, then the sidecar, then, once the sidecar is ready, the app:
+Istio's holdApplicationUntilProxyStarts), records everything in state.json, and waits. SIGTERM
+or SIGINT tears the lab down. If the supervisor dies without tearing down (SIGKILL, a crash),
+`down NAME` removes what is left, from the state file and by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from waymesh.capture import apply as capture
+from waymesh.capture.rules import PROXY_GID, PROXY_UID, CaptureConfig
+from waymesh.lab import meshconfig, net, procs
+from waymesh.lab.spec import LabSpec
+from waymesh.lab.state import (
+    HostState,
+    LabState,
+    PodState,
+    ProcState,
+    known_labs,
+    lab_dir,
+    labs_dir,
+    node_netns,
+    pid_alive,
+    switch_netns,
+)
+
+log = logging.getLogger("waymesh.lab")
+
+XDS_PORT = 15010
+CA_PORT = 15012
+DEBUG_PORT = 15014
+READINESS_PORT = 15021
+# Envoy's --base-id names its shared memory, which is per IPC namespace, and pods share the
+# machine's: ids from this range do not meet the admin-port-derived ids other proxies use.
+BASE_ID_START = 1_000_000
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def _allocation_lock() -> Iterator[None]:
+    labs_dir().mkdir(parents=True, exist_ok=True)
+    with open(labs_dir() / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _taken_indexes() -> set[int]:
+    taken = set()
+    for name in known_labs():
+        st = LabState.load(name)
+        if st is not None:
+            taken.add(st.index)
+    return taken
+
+
+@dataclass
+class _Proc:
+    state: ProcState
+    popen: subprocess.Popen[bytes]
+
+
+class LabRunner:
+    def __init__(self, spec: LabSpec, spec_file: str | Path, ready_timeout: float = 60.0) -> None:
+        self.spec = spec
+        self.spec_file = Path(spec_file).resolve()
+        self.base = self.spec_file.parent
+        self.ready_timeout = ready_timeout
+        self.dir = lab_dir(spec.name)
+        self.state: LabState | None = None
+        self.procs: list[_Proc] = []
+        self._stop = threading.Event()
+
+    # --- bring up ------------------------------------------------------------------------------
+
+    def up(self) -> LabState:
+        """Create everything; on any failure remove what was created and raise LabError."""
+        try:
+            return self._up()
+        except BaseException as e:
+            if self.state is not None:
+                self.state.phase = "failed"
+                self.state.message = str(e)
+                with contextlib.suppress(OSError):
+                    self.state.save()
+            self.teardown(keep_dir=True)
+            if isinstance(e, net.NetError | capture.CaptureError):
+                raise LabError(str(e)) from e
+            raise
+
+    def _up(self) -> LabState:
+        name = self.spec.name
+        self._check_not_running()
+        wanted = ipaddress.IPv4Network(self.spec.network) if self.spec.network else None
+        with _allocation_lock():
+            index = net.pick_index(_taken_indexes(), wanted)
+            network = ipaddress.IPv4Network(f"10.{index}.0.0/16")
+            gateway = net.gateway_address(network)
+            self.state = LabState(
+                name=name, index=index, network=str(network), gateway=gateway,
+                spec_file=str(self.spec_file), supervisor_pid=os.getpid(),
+            )  # fmt: skip
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.state.save()  # claims the index for labs starting concurrently
+            net.create_switch(name, index, network)
+        st = self.state
+        use_uid = procs.proxy_uid_usable()
+        st.proxy_uid = PROXY_UID if use_uid else None
+        st.proxy_gid = PROXY_GID
+        host_index = {h.name: i for i, h in enumerate(self.spec.hosts)}
+        for h in self.spec.hosts:
+            ns = node_netns(name, h.name)
+            addr = net.create_host(name, ns, host_index[h.name], network)
+            st.hosts.append(HostState(h.name, ns, addr))
+        per_host: dict[str, int] = {}
+        for i, p in enumerate(self.spec.pods):
+            host = self.spec.host_of(p)
+            hi = host_index[host]
+            k = per_host.get(host, 0)
+            per_host[host] = k + 1
+            address = p.address or net.pod_address(network, hi, k)
+            if ipaddress.IPv4Address(address) not in network:
+                raise LabError(f"pod {p.name}: address {address} is outside the lab network {network}")
+            pod = PodState(
+                name=p.name, host=host, netns=node_netns(name, p.name), address=address,
+                namespace=p.namespace, service_account=p.serviceAccount, labels=dict(p.labels),
+                sidecar=p.sidecar, veth=f"vp{i}", host_netns=node_netns(name, host), ports=list(p.ports),
+            )  # fmt: skip
+            net.create_pod(pod.netns, pod.host_netns, pod.veth, address, net.host_address(network, hi), network.prefixlen)
+            net.write_etc(pod.netns, meshconfig.host_names(self.spec, p.namespace), p.name, address)
+            st.pods.append(pod)
+        st.services = {f"{s.namespace}/{s.name}": meshconfig.service_vip(s) for s in self.spec.services}
+        st.save()
+
+        gen = self.dir / "config"
+        gen.mkdir(parents=True, exist_ok=True)
+        (gen / "lab.yaml").write_text(meshconfig.render(self.spec, st.pods, name))
+        if self.spec.controlPlane.enabled:
+            self._start_control_plane(gen)
+
+        # Capture first (the init container), then sidecars, then apps once their sidecar is ready.
+        for i, (p, pod) in enumerate(zip(self.spec.pods, st.pods, strict=True)):
+            if p.sidecar:
+                c = p.capture
+                capture.install(
+                    CaptureConfig(
+                        proxy_uid=PROXY_UID, proxy_gid=PROXY_GID, inbound=c.inbound,
+                        exclude_inbound_ports=tuple(c.excludeInboundPorts),
+                        exclude_outbound_ports=tuple(c.excludeOutboundPorts),
+                        exclude_outbound_cidrs=tuple(c.excludeOutboundCIDRs),
+                    ),
+                    pod.netns,
+                )  # fmt: skip
+                self._spawn(f"{pod.name}/sidecar", pod.netns, self._sidecar_argv(p, pod, i), uid=st.proxy_uid, gid=PROXY_GID)
+        st.save()
+        for p, pod in zip(self.spec.pods, st.pods, strict=True):
+            if p.sidecar:
+                self._wait(f"sidecar of {pod.name}", f"{pod.name}/sidecar",
+                           lambda pod=pod: _http_ok(pod.netns, "127.0.0.1", READINESS_PORT, "/healthz/ready"))  # fmt: skip
+        for p, pod in zip(self.spec.pods, st.pods, strict=True):
+            argv = p.argv()
+            if argv:
+                self._spawn(f"{pod.name}/app", pod.netns, procs.resolve_command(argv), env=p.env)
+        st.save()
+        for pod in st.pods:
+            for port in pod.ports:
+                self._wait(f"port {port} of {pod.name}", f"{pod.name}/app",
+                           lambda pod=pod, port=port: _connects(pod.netns, pod.address, port))  # fmt: skip
+        st.phase = "ready"
+        st.message = ""
+        st.save()
+        return st
+
+    def _check_not_running(self) -> None:
+        old = LabState.load(self.spec.name)
+        if old is not None and pid_alive(old.supervisor_pid) and old.supervisor_pid != os.getpid():
+            raise LabError(f"lab {self.spec.name} is already up (pid {old.supervisor_pid}); `waymesh lab down {self.spec.name}` first")
+        if net.lab_netns(self.spec.name):
+            # Left behind by a crashed run: clean it so this run starts from nothing.
+            log.warning("removing leftovers of an earlier run of lab %s", self.spec.name)
+            down(self.spec.name)
+
+    def _start_control_plane(self, gen: Path) -> None:
+        st = self.state
+        assert st is not None
+        cp = self.spec.controlPlane
+        args = ["control-plane", "--config-dir", str(gen)]
+        if cp.configDir:
+            user_dir = (self.base / cp.configDir).resolve()
+            if not user_dir.is_dir():
+                raise LabError(f"{self.spec_file}: controlPlane.configDir {user_dir} is not a directory")
+            args += ["--config-dir", str(user_dir)]
+        if cp.meshConfig:
+            args += ["--mesh-config", str((self.base / cp.meshConfig).resolve())]
+        st.xds_address = f"{st.gateway}:{XDS_PORT}"
+        st.debug_address = f"{st.gateway}:{DEBUG_PORT}"
+        args += ["--xds-address", st.xds_address, "--debug-address", st.debug_address]
+        cp_params = _command_options("control-plane")
+        if "--ca-address" in cp_params:
+            st.ca_address = f"{st.gateway}:{CA_PORT}"
+            args += ["--ca-address", st.ca_address]
+        args += cp.args
+        self._spawn("control-plane", None, procs.waymesh_argv(*args))
+        host, port = st.xds_address.rsplit(":", 1)
+        self._wait("the control plane", "control-plane", lambda: _connects(None, host, int(port)))
+
+    def _sidecar_argv(self, p: object, pod: PodState, i: int) -> list[str]:
+        from waymesh.lab.spec import PodSpec
+
+        assert isinstance(p, PodSpec) and self.state is not None
+        st = self.state
+        options = _command_options("proxy", "sidecar")
+        labels = ",".join(f"{k}={v}" for k, v in meshconfig.pod_labels(pod).items())
+        args = ["proxy", "sidecar", "--name", pod.name, "--namespace", pod.namespace, "--labels", labels,
+                "--ip", pod.address, "--base-id", str(BASE_ID_START + st.index * 1000 + i)]  # fmt: skip
+        if st.xds_address:
+            args += ["--discovery-address", st.xds_address]
+        if "--config-dir" in options:
+            d = self.dir / "pods" / pod.name
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, st.proxy_uid if st.proxy_uid is not None else 0, PROXY_GID)
+            args += ["--config-dir", str(d)]
+        if "--service-account" in options:
+            args += ["--service-account", pod.service_account]
+        if "--ca-address" in options and st.ca_address:
+            args += ["--ca-address", st.ca_address]
+        if "--token-file" in options:
+            token = self._issue_token(pod)
+            if token:
+                args += ["--token-file", str(token)]
+        return procs.waymesh_argv(*args, *p.sidecarArgs)
+
+    def _issue_token(self, pod: PodState) -> Path | None:
+        """A bootstrap token for this pod's identity, made with `waymesh token create`."""
+        if not _command_options("token", "create"):
+            return None
+        out = self.dir / "pods" / pod.name / "token"
+        argv = procs.waymesh_argv("token", "create", "--namespace", pod.namespace,
+                                  "--service-account", pod.service_account, "--output", str(out))  # fmt: skip
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=self.dir)
+        if r.returncode != 0:
+            raise LabError(f"waymesh token create for pod {pod.name} failed: {r.stderr.strip()}")
+        os.chown(out, self.state.proxy_uid or 0 if self.state else 0, PROXY_GID)
+        os.chmod(out, 0o640)
+        return out
+
+    def _spawn(self, name: str, netns: str | None, argv: list[str], uid: int | None = None,
+               gid: int | None = None, env: dict[str, str] | None = None) -> None:  # fmt: skip
+        assert self.state is not None
+        logfile = self.dir / "logs" / (name.replace("/", ".") + ".log")
+        full = procs.netns_argv(netns, argv, uid, gid)
+        popen = procs.spawn(full, logfile, env)
+        ps = ProcState(name=name, pid=popen.pid, argv=full, netns=netns, log=str(logfile), started=time.time())
+        self.procs.append(_Proc(ps, popen))
+        self.state.procs.append(ps)
+
+    def _wait(self, what: str, proc_name: str, check: object) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        proc = next(p for p in self.procs if p.state.name == proc_name) if any(
+            p.state.name == proc_name for p in self.procs) else None  # fmt: skip
+        while True:
+            if self._stop.is_set():
+                raise LabError("stopped while starting")
+            if callable(check) and check():
+                return
+            if proc is not None and proc.popen.poll() is not None:
+                raise LabError(f"{proc_name} exited with code {proc.popen.returncode} before {what} was ready; "
+                               f"log {proc.state.log}:\n{procs.tail(proc.state.log)}")  # fmt: skip
+            if time.monotonic() > deadline:
+                extra = f"; log {proc.state.log}:\n{procs.tail(proc.state.log)}" if proc else ""
+                raise LabError(f"{what} not ready after {self.ready_timeout:.0f}s{extra}")
+            time.sleep(0.05)
+
+    # --- supervising ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def supervise(self) -> None:
+        """Record children that exit until stopped (SIGTERM/SIGINT call stop())."""
+        assert self.state is not None
+        while not self._stop.wait(0.2):
+            changed = False
+            for p in self.procs:
+                if p.state.exit_code is None and p.popen.poll() is not None:
+                    p.state.exit_code = p.popen.returncode
+                    log.warning("%s exited with code %s (log: %s)", p.state.name, p.popen.returncode, p.state.log)
+                    changed = True
+            if changed:
+                self.state.save()
+
+    # --- tear down -----------------------------------------------------------------------------
+
+    def teardown(self, keep_dir: bool = False) -> None:
+        """Stop processes (apps, then sidecars, then the control plane), remove the network."""
+        if self.state is not None:
+            self.state.phase = "stopping"
+            with contextlib.suppress(OSError):
+                self.state.save()
+        order = sorted(self.procs, key=lambda p: (p.state.name == "control-plane", p.state.name.endswith("/sidecar")))
+        for p in order:
+            _terminate(p.popen)
+        net.sweep(self.spec.name, grace=1.0)
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _terminate(popen: subprocess.Popen[bytes], grace: float = 3.0) -> None:
+    if popen.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGTERM)
+    try:
+        popen.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait(5)
+
+
+# --- down without the supervisor ---------------------------------------------------------------
+
+
+def down(name: str, timeout: float = 15.0) -> list[str]:
+    """Take lab `name` down: ask its supervisor to (SIGTERM), then remove whatever is left
+    (recorded processes, namespaces and links named after the lab, the state directory)."""
+    removed: list[str] = []
+    st = LabState.load(name)
+    if st is not None:
+        sup = st.supervisor_pid
+        if sup != os.getpid() and pid_alive(sup) and _is_lab_supervisor(sup, name):
+            os.kill(sup, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(sup) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if pid_alive(sup):
+                os.kill(sup, signal.SIGKILL)
+            removed.append(f"supervisor pid {sup}")
+        # Recorded processes outside pod namespaces (the control plane): kill those that are
+        # still the process we started (a recycled pid runs something else).
+        leftovers = [p.pid for p in st.procs if pid_alive(p.pid) and _cmdline(p.pid) == p.argv]
+        if leftovers:
+            net.kill_pids(leftovers)
+            removed += [f"pid {p}" for p in leftovers]
+    removed += net.sweep(name)
+    d = lab_dir(name)
+    if d.exists():
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(f"dir {d}")
+    return removed
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0")[:-1]]
+    except OSError:
+        return []
+
+
+def _is_lab_supervisor(pid: int, name: str) -> bool:
+    cmd = _cmdline(pid)
+    return "lab" in cmd and "up" in cmd
+
+
+# --- probes -----------------------------------------------------------------------------------
+
+
+def _connects(netns: str | None, host: str, port: int) -> bool:
+    def probe() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return net.in_netns(netns, probe) if netns else probe()
+
+
+def _http_ok(netns: str, host: str, port: int, path: str) -> bool:
+    def probe() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as s:
+                s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                return s.recv(64).startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+        except OSError:
+            return False
+
+    return net.in_netns(netns, probe)
+
+
+def _command_options(*path: str) -> set[str]:
+    """The option strings of `waymesh <path>` (empty if the command does not exist): the lab
+    passes the sidecar and control plane only flags they have, as those commands grow."""
+    import typer.main
+
+    from waymesh.cli.main import app
+
+    cmd = typer.main.get_command(app)
+    ctx = typer.Context(cmd)
+    for part in path:
+        get = getattr(cmd, "get_command", None)
+        cmd = get(ctx, part) if get else None
+        if cmd is None:
+            return set()
+    return {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+
+
+def status(name: str) -> LabState | None:
+    st = LabState.load(name)
+    if st is None:
+        return None
+    if st.phase in ("starting", "ready") and not pid_alive(st.supervisor_pid):
+        st.phase = "crashed"
+        st.message = f"supervisor pid {st.supervisor_pid} is gone; `waymesh lab down {name}` cleans up"
+    for p in st.procs:
+        if p.exit_code is None and not pid_alive(p.pid):
+            p.exit_code = -1  # exited, code unknown (the supervisor is gone)
+    return st
+
+
+def running_lab(name: str | None) -> str:
+    """The lab a command means: `name`, or the only lab there is."""
+    if name:
+        return name
+    labs = [n for n in known_labs() if LabState.load(n) is not None]
+    if len(labs) == 1:
+        return labs[0]
+    if not labs:
+        raise LabError("no lab is up (waymesh lab up -f LAB.yaml)")
+    raise LabError(f"several labs are up ({', '.join(labs)}): name one with --lab")
+
+
+def switch_of(name: str) -> str:
+    return switch_netns(name)
