@@ -43,11 +43,15 @@ def node_id(options: AgentOptions) -> str:
     return f"{options.kind}~{options.ip}~{options.name}.{ns}~{ns}.svc.cluster.local"
 
 
-def build_bootstrap(options: AgentOptions) -> bootstrap_pb2.Bootstrap:
+def build_bootstrap(options: AgentOptions, sds_socket: Path | None = None) -> bootstrap_pb2.Bootstrap:
+    """`sds_socket`: the agent's SDS server (agent/identity.py), as the static `sds-grpc` cluster."""
+    from waymesh.agent.sds import sds_cluster
+
+    extra = [sds_cluster(sds_socket)] if sds_socket is not None else []
     return bootstrap_pb2.Bootstrap(
         node=_node(options),
         static_resources=bootstrap_pb2.Bootstrap.StaticResources(
-            clusters=[_xds_cluster(options), _stats_cluster(options)],
+            clusters=[_xds_cluster(options), _stats_cluster(options), *extra],
             listeners=[_stats_listener(options)],
         ),
         dynamic_resources=_dynamic_resources(options),
@@ -58,16 +62,16 @@ def build_bootstrap(options: AgentOptions) -> bootstrap_pb2.Bootstrap:
     )
 
 
-def bootstrap_json(options: AgentOptions) -> str:
-    return json_format.MessageToJson(build_bootstrap(options), indent=2, sort_keys=True)
+def bootstrap_json(options: AgentOptions, sds_socket: Path | None = None) -> str:
+    return json_format.MessageToJson(build_bootstrap(options, sds_socket), indent=2, sort_keys=True)
 
 
-def write_bootstrap(options: AgentOptions, config_dir: Path) -> Path:
+def write_bootstrap(options: AgentOptions, config_dir: Path, sds_socket: Path | None = None) -> Path:
     """Write the bootstrap to `<config_dir>/envoy-<name>.<namespace>.json` (atomically)."""
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / f"envoy-{options.name}.{options.namespace}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(bootstrap_json(options))
+    tmp.write_text(bootstrap_json(options, sds_socket))
     tmp.replace(path)
     return path
 

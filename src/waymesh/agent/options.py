@@ -26,6 +26,13 @@ class AgentOptions:
     delta: bool = True  # delta xDS (DELTA_GRPC) or state-of-the-world (GRPC)
     ip: str = "127.0.0.1"
     envoy_path: str | None = None  # None: shutil.which("envoy")
+    # Workload identity (agent/identity.py): with a CA address, certificates reach Envoy over SDS.
+    ca_address: str | None = None
+    token_file: str | None = None
+    trust_domain: str = "cluster.local"
+    service_account: str = "default"
+    ca_root_file: str | None = None  # None: <ca dir>/trust-bundle.pem
+    cert_ttl: float = 0.0  # 0: the CA's default
 
     def __post_init__(self) -> None:
         if self.kind not in PROXY_KINDS:
@@ -64,6 +71,13 @@ class AgentOptions:
             args += ["--config-dir", self.config_dir]
         if self.envoy_path:
             args += ["--envoy-path", self.envoy_path]
+        if self.ca_address:
+            args += ["--ca-address", self.ca_address, "--trust-domain", self.trust_domain,
+                     "--service-account", self.service_account, "--cert-ttl", f"{self.cert_ttl:g}s"]  # fmt: skip
+            if self.token_file:
+                args += ["--token-file", self.token_file]
+            if self.ca_root_file:
+                args += ["--ca-root-file", self.ca_root_file]
         return args
 
 

@@ -38,8 +38,14 @@ class Agent:
     async def run(self) -> int:
         own_dir = self.options.config_dir is None
         config_dir = Path(self.options.config_dir or tempfile.mkdtemp(prefix=f"waymesh-{self.options.name}-"))
+        identity = None
         try:
-            bootstrap = write_bootstrap(self.options, config_dir)
+            if self.options.ca_address:
+                from waymesh.agent.identity import identity_options, start_identity
+
+                identity = await start_identity(identity_options(self.options, config_dir))
+                self.log(f"identity {identity.identity}, SDS on {identity.socket_path}, CA {self.options.ca_address}")
+            bootstrap = write_bootstrap(self.options, config_dir, identity.socket_path if identity else None)
             command = envoy_command(self.options, bootstrap)
             self.log(
                 f"node {node_id(self.options)}, bootstrap {bootstrap}, xDS {self.options.discovery_address}"
@@ -51,6 +57,8 @@ class Agent:
         finally:
             await self.readiness.stop()
             await self.admin.close()
+            if identity is not None:
+                await identity.stop()
             if own_dir:
                 shutil.rmtree(config_dir, ignore_errors=True)
 

@@ -38,9 +38,18 @@ def _command_for(kind: str) -> Callable[..., None]:
         delta: bool = typer.Option(True, "--delta/--sotw", help="Delta xDS or state-of-the-world."),
         ip: str = typer.Option("127.0.0.1", help="The proxy's IP, as put in its node id."),
         envoy_path: str | None = typer.Option(None, help="Envoy binary (default: envoy on PATH)."),
+        ca_address: str | None = typer.Option(
+            None, help="CA host:port (15012). Set: the agent gets a SPIFFE certificate and serves it to Envoy over SDS."
+        ),
+        token_file: str | None = typer.Option(None, help="Bootstrap token for the first certificate (waymesh token create)."),
+        trust_domain: str = typer.Option("cluster.local", help="Trust domain of the SPIFFE identity (mesh trustDomain)."),
+        service_account: str = typer.Option("default", help="Service account of the identity ns/<namespace>/sa/<this>."),
+        ca_root_file: str | None = typer.Option(None, help="Roots to verify the CA with (default: <ca dir>/trust-bundle.pem)."),
+        cert_ttl: str = typer.Option("0s", envvar="SECRET_TTL", help="Certificate lifetime to ask for; 0s: the CA's default."),
     ) -> None:
         from waymesh.agent.options import AgentOptions, parse_labels
         from waymesh.agent.run import main
+        from waymesh.durations import parse_go_duration
 
         try:
             options = AgentOptions(
@@ -60,6 +69,12 @@ def _command_for(kind: str) -> Callable[..., None]:
                 delta=delta,
                 ip=ip,
                 envoy_path=envoy_path,
+                ca_address=ca_address,
+                token_file=token_file,
+                trust_domain=trust_domain,
+                service_account=service_account,
+                ca_root_file=ca_root_file,
+                cert_ttl=parse_go_duration(cert_ttl),
             )
             if base_id != "auto":
                 int(base_id)
