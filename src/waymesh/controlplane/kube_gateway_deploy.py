@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from waymesh import __version__
 from waymesh.config.types import GATEWAY_API, ConfigKey, ConfigObject
 from waymesh.model.gatewayapi_common import WAYMESH_CONTROLLER, class_controller
 from waymesh.model.proxy import GATEWAY_NAME_LABEL
@@ -36,7 +37,7 @@ APP_PROTOCOLS = {"HTTP": "http", "HTTPS": "https", "TLS": "tls", "TCP": "tcp", "
 
 @dataclass(frozen=True)
 class DeployOptions:
-    image: str = "waymesh:dev"
+    image: str = f"waymesh:{__version__}"  # what `waymesh install` deploys the control plane with
     image_pull_policy: str = "IfNotPresent"
     # The control plane's in-cluster Service (the install's `waymesh-control-plane`).
     discovery_address: str = "waymesh-control-plane.waymesh-system.svc:15010"

@@ -21,6 +21,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from waymesh import __version__
+
 PROXY_CONTAINER = "waymesh-proxy"
 INIT_CONTAINER = "waymesh-init"
 TOKEN_VOLUME = "waymesh-token"
@@ -46,7 +48,7 @@ class InjectionError(ValueError):
 
 @dataclass(frozen=True)
 class InjectionOptions:
-    image: str = "waymesh:dev"
+    image: str = f"waymesh:{__version__}"  # what `waymesh install` deploys the control plane with
     image_pull_policy: str = "IfNotPresent"
     discovery_address: str = "waymesh-control-plane.waymesh-system.svc:15010"
     token_audience: str = "waymesh"
