@@ -86,6 +86,8 @@ def _node(options: AgentOptions) -> base_pb2.Node:
             "PROXY_KIND": options.kind,
             "ADMIN_ADDRESS": options.admin_address,
             "INSTANCE_IPS": options.ip,
+            # The workload's identity: sidecar configs check servers' SPIFFE ids against it.
+            "SERVICE_ACCOUNT": options.service_account,
             "WAYMESH_VERSION": __version__,
         }
     )
