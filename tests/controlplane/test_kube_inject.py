@@ -69,7 +69,7 @@ def test_injects_sidecar_and_capture_init_into_a_pod_of_a_labelled_namespace():
     assert labels_arg == "app=shop,version=v1,security.istio.io/tlsMode=istio"
     assert {p["containerPort"] for p in proxy["ports"]} == {15090, 15021}
     init = containers(out, "initContainers")[INIT_CONTAINER]
-    assert init["args"][:4] == ["capture", "install", "--uid", "1337"]
+    assert init["args"] == ["capture", "install", "--uid", "1337", "--gid", "1337"]
     assert set(init["securityContext"]["capabilities"]["add"]) == {"NET_ADMIN", "NET_RAW"}
     token = next(v for v in out["spec"]["volumes"] if "projected" in v)
     assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "waymesh"
@@ -106,7 +106,7 @@ def test_traffic_annotations_reach_the_capture_command():
         return args[args.index(flag) + 1]
 
     assert arg("--exclude-outbound-ports") == "5432,6379"
-    assert arg("--exclude-inbound-ports") == "8081,15020,15021,15090"
+    assert arg("--exclude-inbound-ports") == "8081"
     assert arg("--exclude-outbound-cidrs") == "10.96.0.1/32,169.254.169.254/32"
 
 
@@ -115,7 +115,8 @@ def test_traffic_annotations_reach_the_capture_command():
     [
         ("traffic.sidecar.istio.io/excludeOutboundPorts", "5432,http", "'http' is not a port number"),
         ("traffic.sidecar.istio.io/excludeInboundPorts", "70000", "outside 1-65535"),
-        ("traffic.sidecar.istio.io/excludeOutboundIPRanges", "10.0.0.0/33", "is not an IP range"),
+        ("traffic.sidecar.istio.io/excludeOutboundIPRanges", "10.0.0.0/33", "is not an IPv4 range"),
+        ("traffic.sidecar.istio.io/excludeOutboundIPRanges", "fd00::/8", "is not an IPv4 range"),
     ],
 )
 def test_malformed_traffic_annotation_is_an_error_naming_it(annotation, value, message):
@@ -158,3 +159,21 @@ def test_options_set_image_and_discovery_address():
     proxy = containers(out)[PROXY_CONTAINER]
     assert proxy["image"] == "registry.local/waymesh:1.2"
     assert proxy["args"][proxy["args"].index("--discovery-address") + 1] == "cp.mesh.svc:15010"
+
+
+def test_capture_arguments_are_accepted_by_the_capture_command():
+    """The init container's command line, run through the real CLI (--dry-run changes nothing)."""
+    from typer.testing import CliRunner
+
+    from waymesh.cli.main import app
+
+    original = pod(annotations={
+        "traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
+        "traffic.sidecar.istio.io/excludeInboundPorts": "8081",
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.1/32",
+    })  # fmt: skip
+    init = containers(apply_patch(original, injection_patch(original, ENABLED)), "initContainers")[INIT_CONTAINER]
+    result = CliRunner().invoke(app, [*init["args"], "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "5432" in result.output and "8081" in result.output and "10.96.0.1/32" in result.output
+    assert "1337" in result.output

@@ -38,9 +38,6 @@ EXCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/excludeInboundPorts"
 EXCLUDE_OUTBOUND_CIDRS = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
-# Ports the proxy itself serves inbound: never redirected to the inbound capture port.
-PROXY_INBOUND_PORTS = (15020, 15021, 15090)
-
 
 class InjectionError(ValueError):
     """The Pod asks for something injection cannot do (e.g. a malformed traffic annotation)."""
@@ -136,11 +133,13 @@ def injection_patch(
 def capture_container(
     annotations: dict[str, str], spec: dict[str, Any], options: InjectionOptions
 ) -> dict[str, Any]:
-    exclude_in = sorted(set(PROXY_INBOUND_PORTS) | set(_ports(annotations, EXCLUDE_INBOUND_PORTS)))
+    # The capture command always exempts the proxy's own inbound ports (15008, 15020, 15021, 15090).
+    exclude_in = _ports(annotations, EXCLUDE_INBOUND_PORTS)
     exclude_out = _ports(annotations, EXCLUDE_OUTBOUND_PORTS)
     cidrs = list(options.exclude_outbound_cidrs) + _cidrs(annotations, EXCLUDE_OUTBOUND_CIDRS)
-    args = ["capture", "install", "--uid", str(PROXY_UID)]
-    args += ["--exclude-inbound-ports", ",".join(map(str, exclude_in))]
+    args = ["capture", "install", "--uid", str(PROXY_UID), "--gid", str(PROXY_UID)]
+    if exclude_in:
+        args += ["--exclude-inbound-ports", ",".join(map(str, exclude_in))]
     if exclude_out:
         args += ["--exclude-outbound-ports", ",".join(map(str, exclude_out))]
     if cidrs:
@@ -295,7 +294,8 @@ def _cidrs(annotations: dict[str, str], name: str) -> list[str]:
         if item == "*":
             raise InjectionError(f"annotation {name}: '*' (exclude everything) is not supported")
         try:
-            cidrs.append(str(ipaddress.ip_network(item, strict=False)))
+            # IPv4 only, as the capture rules are (iptables, not ip6tables)
+            cidrs.append(str(ipaddress.IPv4Network(item, strict=False)))
         except ValueError:
-            raise InjectionError(f"annotation {name}: {item!r} is not an IP range (CIDR)") from None
+            raise InjectionError(f"annotation {name}: {item!r} is not an IPv4 range (CIDR)") from None
     return cidrs
