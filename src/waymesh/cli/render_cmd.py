@@ -12,26 +12,34 @@ def register(app: typer.Typer) -> None:
     def render(
         config_dir: Path = typer.Argument(..., help="Directory of YAML config."),
         proxy: str = typer.Option(
-            ...,
+            "",
             "--proxy",
             help="A Gateway API Gateway name (ns/name or name), or an Istio Gateway name whose selector "
             "picks the proxy's labels.",
         ),
         labels: str = typer.Option("", "--labels", help="Proxy labels k=v,... (instead of a Gateway's selector)."),
+        sidecar: str = typer.Option("", "--sidecar", help="NS/WORKLOAD: the sidecar of that WorkloadEntry."),
         mesh_config: Path | None = typer.Option(None, "--mesh-config"),
         credentials_dir: Path | None = typer.Option(None, "--credentials-dir"),
         output: str = typer.Option("yaml", "--output", "-o", help="yaml or json"),
         validate: bool = typer.Option(False, "--validate", help="Also run `envoy --mode validate` on it."),
     ) -> None:
-        """Print the listeners, routes, clusters, endpoints and secrets for one proxy."""
+        """Print the listeners, routes, clusters, endpoints and secrets for one proxy (a gateway or a sidecar)."""
         from waymesh.controlplane.offline import OfflineMesh, ProxyNotFound
 
         if credentials_dir is None and (config_dir / "credentials").is_dir():
             credentials_dir = config_dir / "credentials"
         try:
             offline = OfflineMesh.load(config_dir, mesh_config, credentials_dir)
-            proxy_info = offline.proxy_for(proxy, labels)
-        except (ProxyNotFound, FileNotFoundError) as err:
+            if sidecar:
+                from waymesh.model.sidecar_workload import sidecar_proxy
+
+                proxy_info = sidecar_proxy(offline.store, sidecar)
+            elif proxy:
+                proxy_info = offline.proxy_for(proxy, labels)
+            else:
+                raise ProxyNotFound("give --proxy NAME (a gateway) or --sidecar NS/WORKLOAD")
+        except (LookupError, FileNotFoundError) as err:
             typer.secho(f"error: {err}", fg="red", err=True)
             raise typer.Exit(1) from err
         config, problems = offline.index.translate(proxy_info)

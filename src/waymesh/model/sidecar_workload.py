@@ -112,3 +112,28 @@ def service_identities(ctx: TranslateContext, svc: Service) -> tuple[str, ...]:
                 sa = we.spec.serviceAccount or DEFAULT_SERVICE_ACCOUNT  # type: ignore[attr-defined]
                 ids[spiffe_id(td, svc.namespace, sa)] = None
     return tuple(sorted(ids))
+
+
+def sidecar_proxy(store: Any, target: str) -> ProxyInfo:
+    """The ProxyInfo a sidecar of workload `NS/NAME` would connect with (offline rendering).
+
+    NAME is a WorkloadEntry (the lab writes one per pod); its labels, address and service
+    account become the proxy's. Raises LookupError when there is none.
+    """
+    namespace, _, name = target.rpartition("/")
+    namespace = namespace or "default"
+    we = store.get(_we_key(namespace, name))
+    if we is None:
+        raise LookupError(f"no WorkloadEntry {namespace}/{name} in the config (the sidecar's workload)")
+    spec: Any = we.spec
+    ip = spec.address or "127.0.0.1"
+    labels = {**we.labels, **dict(spec.labels)}
+    return ProxyInfo(id=f"sidecar~{ip}~{name}.{namespace}~{namespace}.svc.cluster.local", kind="sidecar",
+                     name=name, namespace=namespace, labels=tuple(sorted(labels.items())), ip=ip,
+                     metadata=((SERVICE_ACCOUNT_KEY, spec.serviceAccount or DEFAULT_SERVICE_ACCOUNT),))
+
+
+def _we_key(namespace: str, name: str) -> Any:
+    from waymesh.config.types import ConfigKey
+
+    return ConfigKey(ISTIO_NETWORKING, "WorkloadEntry", namespace, name)
