@@ -12,6 +12,7 @@ chain kind decides where it goes.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,13 @@ def register_filter(ir_type: type[ir.Filter], builder: Callable[[Any], Message])
     _BUILDERS[ir_type] = builder
 
 
+# Modules that register builders, imported on first use (the model must not import generators).
+BUILDER_MODULES = ("waymesh.generate.envoy_authz",)
+
+
 def _config(f: ir.Filter) -> Message:
+    for module in BUILDER_MODULES:
+        importlib.import_module(module)  # cached by Python after the first time
     for cls in type(f).__mro__:
         builder = _BUILDERS.get(cls)
         if builder is not None:

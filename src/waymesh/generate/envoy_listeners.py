@@ -121,6 +121,13 @@ _HTTP_FILTERS = (
 )
 
 
+_PATH_NORMALIZATIONS = ("NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES")
+_ESCAPED_SLASHES = {
+    False: hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
+    True: hcm_pb2.HttpConnectionManager.UNESCAPE_AND_FORWARD,
+}
+
+
 def http_connection_manager(
     chain: ir.HttpFilterChain, stat_prefix: str, access_log_path: str | None, access_log_json: bool = False
 ) -> hcm_pb2.HttpConnectionManager:
@@ -135,8 +142,8 @@ def http_connection_manager(
         http_filters=[*(http_filter(f) for f in chain.filters), *_HTTP_FILTERS],
         access_log=access_logs(access_log_path, access_log_json),
         server_name=SERVER_NAME,
-        merge_slashes=False,
-        path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
+        merge_slashes=chain.path_normalization in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"),
+        path_with_escaped_slashes_action=_ESCAPED_SLASHES[chain.path_normalization == "DECODE_AND_MERGE_SLASHES"],
         stream_idle_timeout=duration(300),
         upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
     )
@@ -144,7 +151,9 @@ def http_connection_manager(
     # mesh (sidecars) the peer is another proxy: keep X-Forwarded-For as it came.
     hcm.use_remote_address.value = chain.use_remote_address
     hcm.generate_request_id.value = True
-    hcm.normalize_path.value = True
+    if chain.path_normalization not in _PATH_NORMALIZATIONS:
+        raise GenerateError(f"unknown path normalization {chain.path_normalization!r}")
+    hcm.normalize_path.value = chain.path_normalization != "NONE"
     if chain.strip_host_port:
         hcm.strip_any_host_port = True
     if codec != hcm_pb2.HttpConnectionManager.HTTP1:

@@ -258,6 +258,9 @@ class HttpFilterChain:
     name: str = ""  # chain name; "" derives one from the SNI names
     # False inside the mesh (sidecars): the peer is another proxy, not the client.
     use_remote_address: bool = True
+    # MeshConfig pathNormalization: NONE, BASE (RFC 3986), MERGE_SLASHES, DECODE_AND_MERGE_SLASHES
+    # (also %2F / %5C decoded); applies before routing and authorization.
+    path_normalization: str = "BASE"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from waymesh.model.ir import StringMatch
+from waymesh.model.ir import Filter, StringMatch
 
 # --- conditions ----------------------------------------------------------------------------
 
@@ -181,6 +181,38 @@ class Authz:
 
     def is_empty(self) -> bool:
         return not (self.jwt or self.custom or self.stages)
+
+
+# --- the filters a chain gets (ir.Filter subclasses; built by generate/envoy_authz.py) ---------
+
+HTTP_RBAC = "envoy.filters.http.rbac"
+NETWORK_RBAC = "envoy.filters.network.rbac"
+HTTP_JWT = "envoy.filters.http.jwt_authn"
+HTTP_EXT_AUTHZ = "envoy.filters.http.ext_authz"
+NETWORK_EXT_AUTHZ = "envoy.filters.network.ext_authz"
+
+
+@dataclass(frozen=True)
+class RbacFilter(Filter):
+    stage: RbacStage
+
+    @property
+    def network(self) -> bool:
+        return self.name == NETWORK_RBAC
+
+
+@dataclass(frozen=True)
+class JwtFilter(Filter):
+    providers: tuple[JwtProvider, ...]
+
+
+@dataclass(frozen=True)
+class ExtAuthzFilter(Filter):
+    config: ExtAuthz
+
+    @property
+    def network(self) -> bool:
+        return self.name == NETWORK_EXT_AUTHZ
 
 
 # Listener-wide path handling (MeshConfig pathNormalization).
