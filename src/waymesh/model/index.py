@@ -134,6 +134,10 @@ def translate_for_proxy(ctx: TranslateContext, proxy: ProxyInfo) -> ir.ProxyConf
     from waymesh.model.gatewayapi import gateway_api_config
     from waymesh.model.istio_gateway import istio_gateway_config
 
+    if proxy.kind == "sidecar":
+        from waymesh.model.sidecar import sidecar_config
+
+        return sidecar_config(ctx, proxy)
     gateway_name = proxy.gateway_api_name
     if gateway_name:
         return gateway_api_config(ctx, ConfigKey(GATEWAY_API, "Gateway", proxy.namespace, gateway_name))
