@@ -10,7 +10,10 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("control-plane")
     def control_plane(
-        config_dir: Path = typer.Option(..., "--config-dir", "-d", help="Directory of YAML config (watched)."),
+        config_dirs: list[Path] = typer.Option(
+            ..., "--config-dir", "-d",
+            help="Directory of YAML config (watched). Repeat to read several as one (the lab adds its own).",
+        ),
         mesh_config: Path | None = typer.Option(None, "--mesh-config", help="Istio MeshConfig YAML."),
         credentials_dir: Path | None = typer.Option(
             None,
@@ -44,14 +47,17 @@ def register(app: typer.Typer) -> None:
         from waymesh.controlplane.server import ControlPlaneOptions, run_control_plane
 
         configure_logging(log_level)
-        if not config_dir.is_dir():
-            raise typer.BadParameter(f"{config_dir} is not a directory", param_hint="--config-dir")
+        for d in config_dirs:
+            if not d.is_dir():
+                raise typer.BadParameter(f"{d} is not a directory", param_hint="--config-dir")
+        config_dir = config_dirs[0]
         if credentials_dir is None and (config_dir / "credentials").is_dir():
             credentials_dir = config_dir / "credentials"
         xds_host, xds_port = split_host_port(xds_address)
         debug_host, debug_port = split_host_port(debug_address)
         options = ControlPlaneOptions(
             config_dir=config_dir,
+            extra_config_dirs=tuple(config_dirs[1:]),
             mesh_config=mesh_config,
             credentials_dir=credentials_dir,
             xds_host=xds_host,

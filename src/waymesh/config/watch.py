@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import watchfiles
@@ -74,13 +75,14 @@ def load_directory(directory: str | Path) -> tuple[list[ConfigObject], list[Conf
 
 
 class _Filter(watchfiles.DefaultFilter):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, roots: list[Path]) -> None:
         super().__init__()
-        self._root = root
+        self._roots = roots
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         # Directories pass too: a directory moved in or out carries files with it.
-        rel = Path(path).relative_to(self._root) if path.startswith(str(self._root)) else Path(path)
+        root = next((r for r in self._roots if path.startswith(str(r))), None)
+        rel = Path(path).relative_to(root) if root is not None else Path(path)
         return super().__call__(change, path) and not any(_ignored_name(p) for p in rel.parts)
 
 
@@ -100,8 +102,11 @@ class DirectorySource:
     not lost: a rescan (of changed files only) runs when the watcher comes up.
     """
 
-    def __init__(self, directory: str | Path, store: ConfigStore) -> None:
+    def __init__(self, directory: str | Path, store: ConfigStore, extra_directories: Sequence[str | Path] = ()) -> None:
         self.root = Path(directory).resolve()
+        # Several directories load as one batch, so references across them resolve at start-up
+        # (the lab's generated Services and the user's VirtualServices that route to them).
+        self.roots = [self.root, *(Path(d).resolve() for d in extra_directories)]
         self.store = store
         self.ready = asyncio.Event()
         self.watching = asyncio.Event()
@@ -117,16 +122,17 @@ class DirectorySource:
         return self._rescan()
 
     async def run(self) -> None:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"config directory {self.root} does not exist")
+        for root in self.roots:
+            if not root.is_dir():
+                raise FileNotFoundError(f"config directory {root} does not exist")
         self._apply(await asyncio.to_thread(self._updates_for_rescan))
         self.ready.set()
         started = False
         # yield_on_timeout: the first (possibly empty) batch tells us the watcher is running;
         # a rescan then catches anything edited between the initial load and that moment.
         async for changes in watchfiles.awatch(
-            self.root,
-            watch_filter=_Filter(self.root),
+            *self.roots,
+            watch_filter=_Filter(self.roots),
             stop_event=self._stop,
             yield_on_timeout=True,
             rust_timeout=1000,
@@ -138,7 +144,7 @@ class DirectorySource:
                     started = True
                     self._apply(await asyncio.to_thread(self._updates_for_rescan))
                     self.watching.set()
-                    log.info("watching %s (%d objects in force)", self.root, len(self.store))
+                    log.info("watching %s (%d objects in force)", ", ".join(map(str, self.roots)), len(self.store))
                 if changes:
                     paths = {Path(p) for _, p in changes}
                     self._apply(await asyncio.to_thread(self._updates_for, paths))
@@ -151,7 +157,7 @@ class DirectorySource:
         return self._apply(self._updates_for_rescan())
 
     def _updates_for_rescan(self) -> list[SourceUpdate]:
-        present = {str(p): p for p in scan(self.root)}
+        present = {str(p): p for root in self.roots for p in scan(root)}
         gone = [s for s in self._stats if s not in present]
         for s in gone:
             del self._stats[s]
@@ -168,13 +174,13 @@ class DirectorySource:
             if path.is_dir():
                 # A directory appeared (or was moved in): load what it holds.
                 for p in scan(path):
-                    if is_config_file(p, self.root):
+                    if self._is_config_file(p):
                         up = self._load_if_changed(p, force=True)
                         if up:
                             updates[up.source] = up
                 continue
             name = str(path)
-            if is_config_file(path, self.root) and path.is_file():
+            if self._is_config_file(path) and path.is_file():
                 up = self._load_if_changed(path, force=True)
                 if up:
                     updates[name] = up
@@ -185,6 +191,9 @@ class DirectorySource:
                 self._stats.pop(known, None)
                 updates[known] = SourceUpdate(known)
         return list(updates.values())
+
+    def _is_config_file(self, path: Path) -> bool:
+        return any(is_config_file(path, root) for root in self.roots)
 
     def _load_if_changed(self, path: Path, force: bool = False) -> SourceUpdate | None:
         name = str(path)

@@ -50,6 +50,8 @@ StatusSubscriber = Callable[[dict[ConfigKey, dict[str, Any]]], None]
 class ControlPlaneOptions:
     # None in Kubernetes mode, where the sources are passed to ControlPlane instead.
     config_dir: Path | None
+    # More directories read together with config_dir as one source (`--config-dir` repeated).
+    extra_config_dirs: tuple[Path, ...] = ()
     mesh_config: Path | None = None
     credentials_dir: Path | None = None
     xds_host: str = "0.0.0.0"
@@ -79,7 +81,7 @@ class ControlPlane:
         self.xds = XdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect)
         self.sources: list[ConfigSource] = list(sources)
         if options.config_dir is not None:
-            self.sources.insert(0, DirectorySource(options.config_dir, self.store))
+            self.sources.insert(0, DirectorySource(options.config_dir, self.store, options.extra_config_dirs))
         # Called with every freshly computed Gateway API status (Kubernetes mode writes it back).
         self.status_subscribers: list[StatusSubscriber] = []
         self._changed_keys: set[ConfigKey] = set()
