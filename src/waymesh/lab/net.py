@@ -85,6 +85,10 @@ def create_host(lab: str, netns: str, host_index: int, network: ipaddress.IPv4Ne
     ip("link", "add", f"h{host_index}", "netns", sw, "type", "veth", "peer", "name", "uplink", "netns", netns)
     ip("link", "set", f"h{host_index}", "master", "br0", "up", netns=sw)
     ip("link", "set", "uplink", "master", "br0", "up", netns=netns)
+    # Forwarding on, and no default route: a pod's packet for anything outside the lab gets an
+    # immediate ICMP "network unreachable" from its host instead of vanishing (and still
+    # goes nowhere). Lab traffic is on-link and bridged, never forwarded.
+    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True, timeout=30)
     return addr
 
 

@@ -218,9 +218,12 @@ class LabRunner:
         st.debug_address = f"{st.gateway}:{DEBUG_PORT}"
         args += ["--xds-address", st.xds_address, "--debug-address", st.debug_address]
         cp_params = _command_options("control-plane")
-        if "--ca-address" in cp_params:
-            st.ca_address = f"{st.gateway}:{CA_PORT}"
-            args += ["--ca-address", st.ca_address]
+        if "--ca-dir" in cp_params:
+            # A CA per lab: its root and bootstrap tokens go away with the lab.
+            args += ["--ca-dir", str(self.dir / "ca")]
+        if "--ca-port" in cp_params:
+            st.ca_address = f"{st.gateway}:{CA_PORT}"  # the CA listens on the xDS host
+            args += ["--ca-port", str(CA_PORT)]
         args += cp.args
         self._spawn("control-plane", None, procs.waymesh_argv(*args))
         host, port = st.xds_address.rsplit(":", 1)
@@ -259,10 +262,13 @@ class LabRunner:
         out = self.dir / "pods" / pod.name / "token"
         argv = procs.waymesh_argv("token", "create", "--namespace", pod.namespace,
                                   "--service-account", pod.service_account, "--output", str(out))  # fmt: skip
+        if "--ca-dir" in _command_options("token", "create"):
+            argv += ["--ca-dir", str(self.dir / "ca")]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=self.dir)
         if r.returncode != 0:
             raise LabError(f"waymesh token create for pod {pod.name} failed: {r.stderr.strip()}")
-        os.chown(out, self.state.proxy_uid or 0 if self.state else 0, PROXY_GID)
+        assert self.state is not None
+        os.chown(out, self.state.proxy_uid if self.state.proxy_uid is not None else 0, PROXY_GID)
         os.chmod(out, 0o640)
         return out
 
@@ -365,6 +371,8 @@ def down(name: str, timeout: float = 15.0) -> list[str]:
             net.kill_pids(leftovers)
             removed += [f"pid {p}" for p in leftovers]
     removed += net.sweep(name)
+    supervisor_log = labs_dir() / f"{name}.log"
+    supervisor_log.unlink(missing_ok=True)
     d = lab_dir(name)
     if d.exists():
         shutil.rmtree(d, ignore_errors=True)
