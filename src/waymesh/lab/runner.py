@@ -249,6 +249,14 @@ class LabRunner:
             args += ["--service-account", pod.service_account]
         if "--ca-address" in options and st.ca_address:
             args += ["--ca-address", st.ca_address]
+            bundle = self.dir / "ca" / "trust-bundle.pem"
+            if "--ca-root-file" in options and bundle.exists():
+                # What a pod gets from the istio-ca-root-cert ConfigMap: a copy it can read (the
+                # CA directory holds the key and is root-only).
+                root = self.dir / "pods" / pod.name / "root-cert.pem"
+                shutil.copyfile(bundle, root)
+                os.chmod(root, 0o644)
+                args += ["--ca-root-file", str(root)]
         if "--token-file" in options:
             token = self._issue_token(pod)
             if token:
