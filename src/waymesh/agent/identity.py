@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class IdentityOptions:
     retry_initial: float = 0.2
     retry_max: float = 10.0
     server_name: str = "istiod.istio-system.svc"
+    say: Callable[[str], None] | None = None  # the agent's log line writer; default: logging
 
     @property
     def identity(self) -> SpiffeId:
@@ -95,6 +97,7 @@ class IdentityService:
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.bundle_pem = self._initial_bundle()
+        _write(self.run_dir / ROOT_FILE, self.bundle_pem.encode())
         self._client = CaClient(self.options.ca_address, self.bundle_pem.encode(), self.options.server_name)
         self._load_saved()
         await self.sds.start()
@@ -153,7 +156,7 @@ class IdentityService:
                     cur = self.current
                     if cur is not None and cur.root_fingerprint != bundle.signing_root:
                         # the CA signs with a new root: move over well before the old one is dropped
-                        log.info("%s: CA switched to root %s; renewing", self.identity, bundle.signing_root[:16])
+                        self._say(f"{self.identity}: CA switched to root {bundle.signing_root[:16]}; renewing")
                         asyncio.get_running_loop().call_later(random.uniform(0, 2), self._renew_now.set)
             except grpc.aio.AioRpcError as e:
                 log.debug("trust bundle watch: %s", e.details())
@@ -178,7 +181,7 @@ class IdentityService:
         # obtained unknown: count from not_before + backdate, so a restart does not delay renewal
         obtained = leaf.not_valid_before_utc.timestamp() + pki.BACKDATE.total_seconds()
         self.current = Issued(chain_pem, key_pem, leaf, root_fp, obtained)
-        log.info("%s: serving the saved certificate (expires in %.0fs)", self.identity, self.current.expires - time.time())
+        self._say(f"{self.identity}: serving the saved certificate (expires in {self.current.expires - time.time():.0f}s)")
 
     def renew_at(self, issued: Issued) -> float:
         life = issued.expires - issued.obtained
@@ -202,11 +205,8 @@ class IdentityService:
                 self.failures += 1
                 self.last_error = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)  # type: ignore[assignment]
                 left = (cur.expires - time.time()) if cur else 0
-                log.warning(
-                    "%s: certificate request failed (%s); retrying in %.1fs%s",
-                    self.identity, self.last_error, delay,
-                    f", current certificate valid for {left:.0f}s more" if cur else "",
-                )  # fmt: skip
+                valid = f", current certificate valid for {left:.0f}s more" if cur else ""
+                self._say(f"{self.identity}: certificate request failed ({self.last_error}); retrying in {delay:.1f}s{valid}")
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.options.retry_max)
 
@@ -240,11 +240,16 @@ class IdentityService:
         _write(self.run_dir / KEY_FILE, self.current.key_pem.encode(), 0o600)
         _write(self.run_dir / CHAIN_FILE, presented.encode())
         self._publish()
-        log.info(
-            "%s: certificate %s, expires in %.0fs, renewal in %.0fs",
-            self.identity, "renewed" if cur else "obtained", self.current.expires - time.time(),
-            self.renew_at(self.current) - time.time(),
-        )  # fmt: skip
+        self._say(
+            f"{self.identity}: certificate {'renewed' if cur else 'obtained'}, serial {self.current.leaf.serial_number:x}, "
+            f"expires in {self.current.expires - time.time():.0f}s, renewal in about {self.renew_at(self.current) - time.time():.0f}s"
+        )
+
+    def _say(self, message: str) -> None:
+        if self.options.say is not None:
+            self.options.say(message)
+        else:
+            log.info("%s", message)
 
     def _token(self) -> str | None:
         if self.options.token_file is None:
@@ -289,7 +294,7 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp.replace(path)
 
 
-def identity_options(agent: AgentOptions, run_dir: Path) -> IdentityOptions:
+def identity_options(agent: AgentOptions, run_dir: Path, say: Callable[[str], None] | None = None) -> IdentityOptions:
     """IdentityOptions from an AgentOptions (the `waymesh proxy` flags)."""
     return IdentityOptions(
         namespace=agent.namespace,
@@ -300,4 +305,5 @@ def identity_options(agent: AgentOptions, run_dir: Path) -> IdentityOptions:
         trust_domain=agent.trust_domain,
         root_cert_file=Path(agent.ca_root_file) if agent.ca_root_file else None,
         cert_ttl=agent.cert_ttl,
+        say=say,
     )

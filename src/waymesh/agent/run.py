@@ -43,7 +43,7 @@ class Agent:
             if self.options.ca_address:
                 from waymesh.agent.identity import identity_options, start_identity
 
-                identity = await start_identity(identity_options(self.options, config_dir))
+                identity = await start_identity(identity_options(self.options, config_dir, self.log))
                 self.log(f"identity {identity.identity}, SDS on {identity.socket_path}, CA {self.options.ca_address}")
             bootstrap = write_bootstrap(self.options, config_dir, identity.socket_path if identity else None)
             command = envoy_command(self.options, bootstrap)

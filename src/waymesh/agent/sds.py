@@ -115,5 +115,5 @@ def sds_config_source() -> config_source_pb2.ConfigSource:
     )
 
 
-def sds_secret_config(name: str) -> common_pb2.SdsSecretConfig:
-    return common_pb2.SdsSecretConfig(name=name, sds_config=sds_config_source())
+def sds_secret_config(name: str) -> secret_pb2.SdsSecretConfig:
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=sds_config_source())
