@@ -103,3 +103,25 @@ def test_custom_protocol_port_names_are_dns_labels():
     (port,) = [p for p in gateway_resources(gw)[2]["spec"]["ports"] if p["port"] == 9000]
     assert port["name"] == "example-com-proto-9000"
     assert "appProtocol" not in port
+
+
+def test_router_arguments_are_accepted_by_the_proxy_command(monkeypatch):
+    """Parse the gateway's command line with the real CLI, stopping before the agent runs."""
+    import typer
+    from typer.testing import CliRunner
+
+    import waymesh.agent.run
+    from waymesh.cli.main import app
+
+    _, deploy, _ = gateway_resources(gateway())
+    seen = {}
+
+    def fake_main(agent_options):
+        seen["options"] = agent_options
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(waymesh.agent.run, "main", fake_main)
+    result = CliRunner().invoke(app, deploy["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert result.exit_code == 0, result.output
+    assert seen["options"].kind == "router"
+    assert seen["options"].labels == {GATEWAY_NAME_LABEL: "edge"}

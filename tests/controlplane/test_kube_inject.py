@@ -177,3 +177,37 @@ def test_capture_arguments_are_accepted_by_the_capture_command():
     assert result.exit_code == 0, result.output
     assert "5432" in result.output and "8081" in result.output and "10.96.0.1/32" in result.output
     assert "1337" in result.output
+
+
+def test_with_a_ca_the_sidecar_gets_its_identity_with_the_projected_token():
+    plain = containers(apply_patch(pod(), injection_patch(pod(), ENABLED)))[PROXY_CONTAINER]["args"]
+    assert "--ca-address" not in plain
+    assert plain[plain.index("--service-account") + 1] == "$(SERVICE_ACCOUNT)"
+    options = InjectionOptions(ca_address="cp.mesh.svc:15012", ca_root_file="/etc/waymesh/root/root-cert.pem")
+    args = containers(apply_patch(pod(), injection_patch(pod(), ENABLED, options)))[PROXY_CONTAINER]["args"]
+    assert args[args.index("--ca-address") + 1] == "cp.mesh.svc:15012"
+    assert args[args.index("--token-file") + 1] == "/var/run/secrets/tokens/waymesh-token"
+    assert args[args.index("--ca-root-file") + 1] == "/etc/waymesh/root/root-cert.pem"
+
+
+def test_sidecar_arguments_are_accepted_by_the_proxy_command(monkeypatch):
+    """Parse the sidecar's command line with the real CLI, stopping before the agent runs."""
+    import typer
+    from typer.testing import CliRunner
+
+    import waymesh.agent.run
+    from waymesh.cli.main import app
+
+    options = InjectionOptions(ca_address="cp.mesh.svc:15012")
+    args = containers(apply_patch(pod(), injection_patch(pod(), ENABLED, options)))[PROXY_CONTAINER]["args"]
+    seen = {}
+
+    def fake_main(agent_options):
+        seen["options"] = agent_options
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(waymesh.agent.run, "main", fake_main)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen["options"].kind == "sidecar"
+    assert seen["options"].labels["security.istio.io/tlsMode"] == "istio"

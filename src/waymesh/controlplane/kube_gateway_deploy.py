@@ -109,7 +109,7 @@ def gateway_resources(gateway: dict[str, Any], options: DeployOptions | None = N
                         # The proxy runs unprivileged yet listens on the Gateway's ports (80, 443).
                         "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
                     },
-                    "containers": [_router_container(gw_name, ports, options)],
+                    "containers": [_router_container(gw_name, name, ports, options)],
                     "volumes": [{"name": "waymesh-envoy", "emptyDir": {"medium": "Memory"}}],
                 },
             },
@@ -181,7 +181,9 @@ def _port_name(protocol: str, port: int) -> str:
     return f"{base}-{port}"
 
 
-def _router_container(gw_name: str, ports: list[dict[str, Any]], options: DeployOptions) -> dict[str, Any]:
+def _router_container(
+    gw_name: str, sa_name: str, ports: list[dict[str, Any]], options: DeployOptions
+) -> dict[str, Any]:
     return {
         "name": "waymesh-proxy",
         "image": options.image,
@@ -198,6 +200,7 @@ def _router_container(gw_name: str, ports: list[dict[str, Any]], options: Deploy
             "--readiness-port", str(options.readiness_port),
             "--stats-port", str(options.stats_port),
             "--config-dir", "/etc/waymesh/proxy",
+            "--service-account", sa_name,
         ],  # fmt: skip
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

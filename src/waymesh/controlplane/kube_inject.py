@@ -28,6 +28,8 @@ INIT_CONTAINER = "waymesh-init"
 TOKEN_VOLUME = "waymesh-token"
 CONFIG_VOLUME = "waymesh-envoy"
 PROXY_UID = 1337
+TOKEN_DIR = "/var/run/secrets/tokens"
+TOKEN_PATH = f"{TOKEN_DIR}/waymesh-token"
 
 INJECT = "sidecar.istio.io/inject"
 STATUS = "sidecar.istio.io/status"
@@ -48,6 +50,10 @@ class InjectionOptions:
     image: str = f"waymesh:{__version__}"  # what `waymesh install` deploys the control plane with
     image_pull_policy: str = "IfNotPresent"
     discovery_address: str = "waymesh-control-plane.waymesh-system.svc:15010"
+    # The CA (15012): set, the sidecar gets its SPIFFE certificate with the projected token.
+    ca_address: str | None = None
+    ca_root_file: str | None = None
+    trust_domain: str = "cluster.local"
     token_audience: str = "waymesh"
     token_expiration_seconds: int = 43200
     readiness_port: int = 15021
@@ -187,6 +193,9 @@ def proxy_container(pod: dict[str, Any], options: InjectionOptions) -> dict[str,
             "--readiness-port", str(options.readiness_port),
             "--stats-port", str(options.stats_port),
             "--config-dir", "/etc/waymesh/proxy",
+            "--service-account", "$(SERVICE_ACCOUNT)",
+            "--trust-domain", options.trust_domain,
+            *ca_args(options),
         ],  # fmt: skip
         "env": [
             _field_env("POD_NAME", "metadata.name"),
@@ -215,10 +224,19 @@ def proxy_container(pod: dict[str, Any], options: InjectionOptions) -> dict[str,
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
-            {"name": TOKEN_VOLUME, "mountPath": "/var/run/secrets/tokens", "readOnly": True},
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": CONFIG_VOLUME, "mountPath": "/etc/waymesh/proxy"},
         ],
     }
+
+
+def ca_args(options: InjectionOptions) -> list[str]:
+    if not options.ca_address:
+        return []
+    args = ["--ca-address", options.ca_address, "--token-file", TOKEN_PATH]
+    if options.ca_root_file:
+        args += ["--ca-root-file", options.ca_root_file]
+    return args
 
 
 def proxy_volumes(options: InjectionOptions) -> list[dict[str, Any]]:
