@@ -103,6 +103,8 @@ class ConfigStore:
         self._in_force_source: dict[ConfigKey, str] = {}
         self._by_kind: dict[tuple[str, str], dict[ConfigKey, ConfigObject]] = {}
         self._sorted_cache: dict[tuple[str, str], list[ConfigObject]] = {}
+        # Per kind, per namespace: translators list one namespace's objects thousands of times.
+        self._ns_cache: dict[tuple[str, str], dict[str, list[ConfigObject]]] = {}
         # Every declaration of a key, in declaration order; the first one owns the key.
         self._decls: dict[ConfigKey, list[_Decl]] = {}
         self._source_keys: dict[str, set[ConfigKey]] = {}
@@ -134,7 +136,12 @@ class ConfigStore:
             objs = self._sorted_cache[gk] = [by_key[k] for k in sorted(by_key)]
         if namespace is None:
             return list(objs)
-        return [o for o in objs if o.key.namespace == namespace]
+        by_ns = self._ns_cache.get(gk)
+        if by_ns is None:
+            by_ns = self._ns_cache[gk] = {}
+            for o in objs:
+                by_ns.setdefault(o.key.namespace, []).append(o)
+        return list(by_ns.get(namespace, ()))
 
     # --- more reading ------------------------------------------------------------------------
 
@@ -358,6 +365,7 @@ class ConfigStore:
                 continue
             gk = (key.group, key.kind)
             self._sorted_cache.pop(gk, None)
+            self._ns_cache.pop(gk, None)
             if new is None:
                 del self._in_force[key]
                 del self._in_force_source[key]
