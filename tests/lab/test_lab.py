@@ -1,0 +1,245 @@
+"""Real labs: namespaces, veths, bridges, iptables capture, processes (root only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from waymesh.capture import apply as capture
+from waymesh.capture.rules import CaptureConfig
+from waymesh.lab import net
+from waymesh.lab.control import spawn_supervisor, wait_ready
+from waymesh.lab.runner import down
+from waymesh.lab.state import LabState, lab_dir, root_link
+from waymesh.lab.testing import Lab, lab_from_yaml, looks_like_tls, unique_name, with_name
+
+pytestmark = pytest.mark.lab
+
+TWO_HOSTS = """
+name: x
+controlPlane: {enabled: false}
+hosts: [{name: node-1}, {name: node-2}]
+pods:
+- {name: a, host: node-1, command: waymesh echo --port 9080 --name a, labels: {app: a}, ports: [9080]}
+- {name: b, host: node-2, command: waymesh echo --port 9080 --name b, labels: {app: b}, ports: [9080]}
+- {name: c, host: node-1, namespace: other, command: waymesh echo --port 9080 --name c, labels: {app: c}, ports: [9080]}
+services:
+- {name: a, ports: [{port: 80, targetPort: 9080}], selector: {app: a}}
+"""
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with lab_from_yaml(TWO_HOSTS, prefix="lt") as lab:
+        yield lab
+
+
+def _assert_gone(name: str, index: int) -> None:
+    assert net.lab_netns(name) == []
+    assert not Path("/sys/class/net", root_link(index)).exists()
+    assert not [d for d in os.listdir("/etc/netns") if d.startswith(f"wm.{name}")] if os.path.isdir("/etc/netns") else True
+    assert not lab_dir(name).exists()
+
+
+def test_pods_reach_each_other_across_hosts(lab: Lab) -> None:
+    status, _, body = lab.http_get("b", f"http://{lab.address('a')}:9080/hello?x=1")
+    assert status == 200
+    answer = json.loads(body)
+    assert answer["name"] == "a" and answer["path"] == "/hello?x=1"
+    assert answer["peer"].startswith(lab.address("b") + ":")  # no NAT between pods
+    # Same host, other namespace; and from a process started with `lab exec`.
+    r = lab.exec("c", "curl", "-s", "-m", "5", f"http://{lab.address('b')}:9080/")
+    assert json.loads(r.stdout)["name"] == "b"
+
+
+def test_addresses_hosts_and_names(lab: Lab) -> None:
+    st = lab.state
+    net10 = st.network.split(".")[1]
+    assert st.pod("a").address == f"10.{net10}.1.2" and st.pod("b").address == f"10.{net10}.2.2"
+    assert st.pod("c").address == f"10.{net10}.1.3"
+    # /etc/hosts in the pod: service names resolve to the Service VIP, in-namespace short names too.
+    r = lab.exec("b", "getent", "hosts", "a.default.svc.cluster.local")
+    assert r.stdout.split()[0] == lab.vip("a")
+    assert lab.exec("b", "getent", "hosts", "a").stdout.split()[0] == lab.vip("a")
+    assert lab.exec("c", "getent", "hosts", "a", check=False).returncode != 0  # other namespace
+    # Without a sidecar, a VIP leads nowhere: refused at once by the host, never routed out.
+    r = lab.exec("b", "curl", "-s", "-m", "5", "http://a/", check=False)
+    assert r.returncode == 7  # couldn't connect (network unreachable), not a timeout (28)
+
+
+def test_lab_exec_cli_runs_in_the_pod(lab: Lab) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "waymesh", "lab", "exec", "--lab", lab.name, "a", "--", "ip", "-4", "-o", "addr", "show", "eth0"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"inet {lab.address('a')}/16" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "waymesh", "lab", "status", lab.name, "--json"],
+                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    (st,) = json.loads(r.stdout)
+    assert st["phase"] == "ready" and {p["name"] for p in st["pods"]} == {"a", "b", "c"}
+
+
+def test_sniff_sees_plaintext_between_pods_without_sidecars(lab: Lab) -> None:
+    with lab.sniff("a") as cap:
+        lab.http_get("b", f"http://{lab.address('a')}:9080/on-the-wire")
+    streams = cap.streams()
+    request = streams[next(k for k in streams if k[2] == lab.address("a") and k[3] == 9080)]
+    assert request.startswith(b"GET /on-the-wire HTTP/1.1")
+    assert not looks_like_tls(request)
+
+
+# --- capture -------------------------------------------------------------------------------------
+
+SO_ORIGINAL_DST = 80
+
+
+class _Listener:
+    """A listener inside a pod's namespace standing in for the proxy; records original dsts."""
+
+    def __init__(self, lab: Lab, pod: str, port: int) -> None:
+        self.original: list[tuple[str, int]] = []
+        self.sock = lab.in_pod(pod, lambda: socket.create_server(("0.0.0.0", port), reuse_port=True))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+            port, addr = struct.unpack("!2xH4s8x", raw)
+            self.original.append((socket.inet_ntoa(addr), port))
+            conn.settimeout(0.2)
+            try:  # read what the client sent first: closing with unread data sends a reset
+                conn.recv(4096)
+            except OSError:
+                pass
+            conn.sendall(b"captured\n")
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def captured(lab: Lab) -> Iterator[tuple[_Listener, _Listener]]:
+    """Capture in pod a (port 9081 excluded outbound, 9082 inbound), fake proxy listeners."""
+    ns = lab.netns("a")
+    capture.install(CaptureConfig(exclude_outbound_ports=(9081,), exclude_inbound_ports=(9080,)), ns)
+    out, inb = _Listener(lab, "a", 15001), _Listener(lab, "a", 15006)
+    try:
+        yield out, inb
+    finally:
+        out.close()
+        inb.close()
+        capture.remove(ns)
+
+
+def _read(sock: socket.socket) -> bytes:
+    with sock:
+        sock.settimeout(5)
+        return sock.recv(100)
+
+
+def test_app_outbound_is_redirected_to_15001(lab: Lab, captured: tuple[_Listener, _Listener]) -> None:
+    out, _ = captured
+    b = lab.address("b")
+    assert _read(lab.connect("a", b, 9080)) == b"captured\n"
+    # A Service VIP too (what the sidecar routes on): the original destination is kept.
+    assert _read(lab.connect("a", lab.vip("a"), 80)) == b"captured\n"
+    assert out.original == [(b, 9080), (lab.vip("a"), 80)]
+    # Loopback stays local: nothing listens on 127.0.0.1:9999, so it is refused, not captured.
+    with pytest.raises(ConnectionRefusedError):
+        lab.connect("a", "127.0.0.1", 9999)
+
+
+def test_proxy_uid_and_gid_and_excluded_ports_are_not_captured(lab: Lab, captured: tuple[_Listener, _Listener]) -> None:
+    out, _ = captured
+    url = f"http://{lab.address('b')}:9080/"
+    for ids in ({"uid": 1337, "gid": 1337}, {"gid": 1337}, {"uid": 1337}):
+        r = lab.exec("a", "curl", "-s", "-m", "5", url, **ids)  # type: ignore[arg-type]
+        assert json.loads(r.stdout)["name"] == "b", ids
+    # Port 9081 is excluded: the connection goes to b itself (nothing listens there: refused).
+    r = lab.exec("a", "curl", "-s", "-m", "5", f"http://{lab.address('b')}:9081/", check=False)
+    assert r.returncode == 7
+    # Root (the app) on the same URL is captured.
+    assert lab.exec("a", "curl", "-s", "-m", "5", "--http0.9", url).stdout.startswith("captured")
+    assert len(out.original) == 1
+
+
+def test_inbound_is_redirected_to_15006_except_excluded_ports(lab: Lab, captured: tuple[_Listener, _Listener]) -> None:
+    _, inb = captured
+    a = lab.address("a")
+    assert _read(lab.connect("b", a, 8000)) == b"captured\n"
+    assert inb.original == [(a, 8000)]
+    status, _, body = lab.http_get("b", f"http://{a}:9080/")  # 9080 excluded: the app answers
+    assert status == 200 and json.loads(body)["name"] == "a"
+
+
+def test_capture_cli_install_show_remove(lab: Lab) -> None:
+    ns = lab.netns("b")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "waymesh", "capture", *args, "--netns", ns],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    assert run("install", "--exclude-outbound-cidrs", "10.9.0.0/16").returncode == 0
+    shown = run("show").stdout
+    assert "-A WAYMESH_OUTPUT -d 10.9.0.0/16 -j RETURN" in shown
+    assert run("install").returncode == 0  # idempotent: replaces, never duplicates
+    assert run("show").stdout.count("-A OUTPUT -p tcp -j WAYMESH_OUTPUT") == 1
+    assert run("remove").stdout.strip() == "capture removed"
+    assert run("show").stdout.strip() == "no capture rules installed"
+    bad = run("install", "--exclude-outbound-ports", "http")
+    assert bad.returncode != 0 and "'http' is not a port number" in bad.stderr
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+
+def test_down_after_the_supervisor_is_killed_leaves_nothing(tmp_path: Path) -> None:
+    name = unique_name("crash")
+    file = tmp_path / "lab.yaml"
+    file.write_text(with_name(TWO_HOSTS.replace("controlPlane: {enabled: false}", ""), name))
+    proc = spawn_supervisor(file, name, 60)
+    try:
+        st = wait_ready(proc, name, 120)
+        pids = [p.pid for p in st.procs]
+        assert len(pids) == 4  # control plane + 3 apps
+        Lab(name, proc).kill_supervisor()
+        # Nothing tore it down: namespaces and processes are still there.
+        assert len(net.lab_netns(name)) == 6  # switch + 2 hosts + 3 pods
+        assert all(os.path.exists(f"/proc/{p}") for p in pids)
+    finally:
+        down(name)
+    _assert_gone(name, st.index)
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}") and _not_zombie(p)]
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_up_then_sigterm_tears_down_and_a_second_lab_gets_another_network(tmp_path: Path) -> None:
+    one_pod = "name: x\ncontrolPlane: {enabled: false}\npods: [{name: p, command: sleep 60}]\n"
+    with lab_from_yaml(one_pod, prefix="l1") as first, lab_from_yaml(one_pod, prefix="l2") as second:
+        assert first.state.network != second.state.network
+        st1 = LabState.load(first.name)
+        assert st1 is not None and st1.phase == "ready"
+        index = st1.index
+    _assert_gone(first.name, index)
