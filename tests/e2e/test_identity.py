@@ -65,13 +65,13 @@ def test_root_rotation_under_load_without_failures(tmp_path: Path) -> None:
 
 def test_control_plane_sigkill_keeps_certificates_and_renewal_resumes(tmp_path: Path) -> None:
     with running_mesh(tmp_path) as mesh:
-        pair = start_pair(mesh, cert_ttl="20s")
+        pair = start_pair(mesh, cert_ttl="24s")
         with Load(pair) as load:
             time.sleep(1)
             assert mesh.control_plane is not None
             mesh.control_plane.kill()
             before = pair.served_serials("server")
-            time.sleep(12)  # past the renewal point (8-12 s): requests fail inside the agent, not for traffic
+            time.sleep(12)  # past the renewal point (10-14 s after issue): the agent's requests fail, traffic must not
             assert "certificate request failed" in pair.agents["server"].log()
             mesh.start_control_plane()
             wait_until(lambda: pair.served_serials("server") - before, timeout=20, what="renewal after restart")
@@ -84,11 +84,14 @@ def test_control_plane_sigkill_keeps_certificates_and_renewal_resumes(tmp_path: 
 def test_two_minute_certificates_three_rotations_under_load(tmp_path: Path) -> None:
     with running_mesh(tmp_path) as mesh:
         pair = start_pair(mesh, cert_ttl="2m")
-        seen: set[int] = set()
+        seen: dict[str, set[int]] = {"server": set(), "client": set()}
         with Load(pair) as load:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and len(seen) < 4:
-                seen |= pair.served_serials("server") | pair.served_serials("client")
+            # three rotations each: 4 certificates, renewed at 48-72 s of their 120 s
+            deadline = time.monotonic() + 330
+            while time.monotonic() < deadline and min(len(s) for s in seen.values()) < 4:
+                for name, serials in seen.items():
+                    serials |= pair.served_serials(name)
                 time.sleep(1)
         assert not load.failures, load.failures[:5]
-        assert len(seen) >= 4, seen
+        assert all(len(s) >= 4 for s in seen.values()), seen
+        assert load.ok > 1000

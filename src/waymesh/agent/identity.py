@@ -205,9 +205,11 @@ class IdentityService:
                 self.failures += 1
                 self.last_error = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)  # type: ignore[assignment]
                 left = (cur.expires - time.time()) if cur else 0
+                # back off, but never sleep through the rest of the current certificate's life
+                pause = min(delay, max(self.options.retry_initial, left / 4)) if cur else delay
                 valid = f", current certificate valid for {left:.0f}s more" if cur else ""
-                self._say(f"{self.identity}: certificate request failed ({self.last_error}); retrying in {delay:.1f}s{valid}")
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                self._say(f"{self.identity}: certificate request failed ({self.last_error}); retrying in {pause:.1f}s{valid}")
+                await asyncio.sleep(pause * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.options.retry_max)
 
     async def _obtain(self) -> None:
