@@ -102,12 +102,15 @@ def create_pod(netns: str, host_netns: str, veth: str, address: str, gateway: st
 
 
 def write_etc(netns: str, hosts: dict[str, str], pod_name: str, pod_address: str) -> None:
-    """/etc/netns/<netns>/hosts: `ip netns exec` bind-mounts it over /etc/hosts in the pod."""
+    """/etc/netns/<netns>/{hosts,resolv.conf}: `ip netns exec` bind-mounts them over /etc."""
     d = Path("/etc/netns") / netns
     d.mkdir(parents=True, exist_ok=True)
     lines = ["127.0.0.1 localhost", f"{pod_address} {pod_name}"]
     lines += [f"{addr} {' '.join(names)}" for addr, names in _group(hosts).items()]
     (d / "hosts").write_text("\n".join(lines) + "\n")
+    # No DNS server in a lab: names come from hosts. Without this file the machine's resolver
+    # would be asked (a query leaving the lab), and lookups of unknown names would hang.
+    (d / "resolv.conf").write_text("# waymesh lab: names resolve through /etc/hosts only\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
 
 
 def _group(hosts: dict[str, str]) -> dict[str, list[str]]:
