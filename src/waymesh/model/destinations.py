@@ -115,9 +115,36 @@ class AppliedRule:
 def destination_rule_for(ctx: TranslateContext, svc: Service, from_namespace: str) -> AppliedRule | None:
     """Istio's lookup: rules in the client's namespace, then the service's, then the root namespace;
     within one namespace the exact host before the most specific wildcard."""
+    memo_key = ("destination_rule_for", svc.hostname, from_namespace)
+    if memo_key in ctx.memo:  # asked once per cluster and subset: a sidecar asks thousands of times
+        return ctx.memo[memo_key]  # type: ignore[no-any-return]
+    ctx.memo[memo_key] = found = _destination_rule_for(ctx, svc, from_namespace)
+    return found
+
+
+def _destination_rule_for(ctx: TranslateContext, svc: Service, from_namespace: str) -> AppliedRule | None:
     root = getattr(ctx.mesh, "rootNamespace", None) or DEFAULT_ROOT_NAMESPACE
     for ns in dict.fromkeys((from_namespace, svc.namespace, root)):
-        best: list[tuple[tuple[int, int], ConfigObject]] = []
+        exact, wildcards = _rules_by_host(ctx, ns, from_namespace)
+        best: list[tuple[tuple[int, int], ConfigObject]] = [
+            (more_specific(svc.hostname), obj) for obj in exact.get(svc.hostname.lower(), ())]
+        if not best:
+            best = [(more_specific(h), obj) for h, obj in wildcards if host_matches(h, svc.hostname)]
+        if best:
+            best.sort(key=lambda t: (t[0], t[1].key))
+            top = best[0][0]
+            return AppliedRule(tuple(o for k, o in best if k == top))
+    return None
+
+
+def _rules_by_host(ctx: TranslateContext, ns: str, from_namespace: str
+                   ) -> tuple[dict[str, list[ConfigObject]], list[tuple[str, ConfigObject]]]:
+    """One namespace's rules that apply here, by exact host and wildcard (once per translation)."""
+    key = ("destination_rules", ns, from_namespace)
+    found = ctx.memo.get(key)
+    if found is None:
+        exact: dict[str, list[ConfigObject]] = {}
+        wildcards: list[tuple[str, ConfigObject]] = []
         for obj in ctx.store.list(ISTIO_NETWORKING, "DestinationRule", ns):
             spec: Any = obj.spec
             if spec.workloadSelector is not None:
@@ -125,13 +152,12 @@ def destination_rule_for(ctx: TranslateContext, svc: Service, from_namespace: st
             if not visible(spec.exportTo, ns, from_namespace):
                 continue
             rule_host = fqdn(spec.host, ns)
-            if host_matches(rule_host, svc.hostname):
-                best.append((more_specific(rule_host), obj))
-        if best:
-            best.sort(key=lambda t: (t[0], t[1].key))
-            top = best[0][0]
-            return AppliedRule(tuple(o for k, o in best if k == top))
-    return None
+            if rule_host.startswith("*"):
+                wildcards.append((rule_host, obj))
+            else:
+                exact.setdefault(rule_host, []).append(obj)
+        found = ctx.memo[key] = (exact, wildcards)
+    return found  # type: ignore[no-any-return]
 
 
 def tls_mode(ctx: TranslateContext, svc: Service, port: int, subset: str | None,

@@ -192,6 +192,16 @@ class _Outbound:
                     if self._vs_applies(vs)]
         self.access_log = getattr(ctx.mesh, "accessLogFile", "") or None
         self.access_json = getattr(ctx.mesh, "accessLogEncoding", "TEXT") == "JSON"
+        # VirtualServices by exact host, and the wildcard ones, looked up once per service.
+        self._vs_exact: dict[str, list[ConfigObject]] = {}
+        self._vs_wild: list[tuple[str, ConfigObject]] = []
+        for vs in self._vs:
+            for h in dict.fromkeys(fqdn(h, vs.namespace) for h in vs.spec.hosts):  # type: ignore[attr-defined]
+                if h.startswith("*"):
+                    self._vs_wild.append((h, vs))
+                else:
+                    self._vs_exact.setdefault(h, []).append(vs)
+        self._vs_for: dict[str, list[ConfigObject]] = {}
 
     def _vs_applies(self, vs: ConfigObject) -> bool:
         spec: Any = vs.spec
@@ -207,16 +217,17 @@ class _Outbound:
 
     def _virtual_services(self, svc: Service) -> list[ConfigObject]:
         """VirtualServices for the host, the most specific host pattern only (Istio)."""
-        best: list[tuple[tuple[int, int], ConfigObject]] = []
-        for vs in self._vs:
-            keys = [more_specific(h) for h in (fqdn(h, vs.namespace) for h in vs.spec.hosts)  # type: ignore[attr-defined]
-                    if host_matches(h, svc.hostname)]
-            if keys:
-                best.append((min(keys), vs))
-        if not best:
-            return []
-        top = min(k for k, _ in best)
-        return [vs for k, vs in best if k == top]
+        found = self._vs_for.get(svc.hostname)
+        if found is not None:
+            return found
+        found = self._vs_exact.get(svc.hostname, [])
+        if not found:
+            best = [(more_specific(h), vs) for h, vs in self._vs_wild if host_matches(h, svc.hostname)]
+            if best:
+                top = min(k for k, _ in best)
+                found = list(dict.fromkeys(vs for k, vs in best if k == top))
+        self._vs_for[svc.hostname] = found
+        return found
 
     def run(self) -> ir.ProxyConfig:
         services = [s for s in sorted(self.ctx.registry.services(), key=lambda s: s.hostname)

@@ -92,6 +92,13 @@ def service_identities(ctx: TranslateContext, svc: Service) -> tuple[str, ...]:
     ServiceEntry endpoints' serviceAccount, and a ServiceEntry's subjectAltNames. Empty when
     nothing says (e.g. endpoints from EndpointSlices): then only the mesh CA is checked.
     """
+    memo_key = ("service_identities", svc.hostname)
+    if memo_key not in ctx.memo:
+        ctx.memo[memo_key] = _service_identities(ctx, svc)
+    return ctx.memo[memo_key]  # type: ignore[no-any-return]
+
+
+def _service_identities(ctx: TranslateContext, svc: Service) -> tuple[str, ...]:
     td = trust_domain(ctx)
     ids: dict[str, None] = {}
     obj = ctx.store.get(svc.source)
@@ -106,12 +113,25 @@ def service_identities(ctx: TranslateContext, svc: Service) -> tuple[str, ...]:
             ids[san] = None
     selector = service_selector(ctx, svc)
     if selector:
-        for we in ctx.store.list(ISTIO_NETWORKING, "WorkloadEntry", svc.namespace):
-            labels = _entry_labels(we)
+        first = next(iter(selector.items()))
+        for labels, sa in _entries_by_label(ctx, svc.namespace).get(first, ()):
             if all(labels.get(k) == v for k, v in selector.items()):
-                sa = we.spec.serviceAccount or DEFAULT_SERVICE_ACCOUNT  # type: ignore[attr-defined]
                 ids[spiffe_id(td, svc.namespace, sa)] = None
     return tuple(sorted(ids))
+
+
+def _entries_by_label(ctx: TranslateContext, namespace: str) -> dict[tuple[str, str], list[tuple[dict[str, str], str]]]:
+    """A namespace's WorkloadEntries (labels, service account) under each of their labels."""
+    key = ("workload_entries_by_label", namespace)
+    index = ctx.memo.get(key)
+    if index is None:
+        index = ctx.memo[key] = {}
+        for we in ctx.store.list(ISTIO_NETWORKING, "WorkloadEntry", namespace):
+            labels = _entry_labels(we)
+            entry = (labels, we.spec.serviceAccount or DEFAULT_SERVICE_ACCOUNT)  # type: ignore[attr-defined]
+            for item in labels.items():
+                index.setdefault(item, []).append(entry)
+    return index  # type: ignore[no-any-return]
 
 
 def sidecar_proxy(store: Any, target: str) -> ProxyInfo:
