@@ -95,3 +95,28 @@ def test_two_minute_certificates_three_rotations_under_load(tmp_path: Path) -> N
         assert not load.failures, load.failures[:5]
         assert all(len(s) >= 4 for s in seen.values()), seen
         assert load.ok > 1000
+
+
+def test_xds_is_served_over_tls_on_the_ca_port(tmp_path: Path) -> None:
+    import grpc
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    with running_mesh(tmp_path) as mesh:
+        mesh.start_control_plane()
+        bundle = (tmp_path / "ca" / "trust-bundle.pem").read_bytes()
+        options = [("grpc.ssl_target_name_override", "istiod.istio-system.svc")]
+        with grpc.secure_channel(f"127.0.0.1:{mesh.ca_port}", grpc.ssl_channel_credentials(bundle), options) as channel:
+            call = channel.stream_stream(
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+                request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+            )
+            request = discovery_pb2.DiscoveryRequest(
+                node=base_pb2.Node(id="router~127.0.0.1~gw.default~default.svc.cluster.local", cluster="gw.default"),
+                type_url="type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            )
+            responses = call(iter([request]), timeout=10)
+            first = next(responses)
+            assert first.type_url.endswith("Cluster") and first.nonce
+            responses.cancel()
