@@ -259,5 +259,8 @@ def build_cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
             tsm.transport_socket.typed_config.CopyFrom(typed(upstream_tls(c, protocol, m.tls)))
     if c.service:
         out.metadata.CopyFrom(metadata("waymesh", {"service": c.service}))
+    if c.bind_address:
+        out.upstream_bind_config.source_address.address = c.bind_address
+        out.upstream_bind_config.source_address.port_value = 0
     return out
 

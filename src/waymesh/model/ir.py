@@ -428,6 +428,9 @@ class Cluster:
     service: str = ""
     # Tried in order before `tls` (auto mTLS: endpoints labelled tlsMode=istio get mesh mTLS).
     tls_matches: tuple[TransportSocketMatch, ...] = ()
+    # Source address of upstream connections (a sidecar's inbound: 127.0.0.6, which the capture
+    # rules let through to the app instead of redirecting it back to 15006).
+    bind_address: str | None = None
 
 
 # --- secrets -------------------------------------------------------------------------------

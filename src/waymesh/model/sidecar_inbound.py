@@ -4,8 +4,8 @@ iptables sends every connection for the workload to 15006; the original_dst list
 restores the address the client dialled, and one filter chain per workload port (a port of a
 Service that selects the workload, or a port named in `portLevelMtls`) handles it; connections
 to other ports take the catch-all chains to `InboundPassthroughClusterIpv4`. The app is reached
-at the original destination (`inbound|<port>||`, an ORIGINAL_DST cluster): the proxy runs as
-UID 1337, which the capture rules let through.
+at the original destination (`inbound|<port>||`, an ORIGINAL_DST cluster) from 127.0.0.6, the
+source the capture rules let through (as in Istio).
 
 PeerAuthentication, as in Istio: the workload's policy (selector match, oldest first), else the
 namespace's, else the root namespace's (mesh-wide); UNSET inherits; default PERMISSIVE.
@@ -45,6 +45,8 @@ from waymesh.model.sidecar_workload import Workload, service_selector
 INBOUND_PORT = 15006
 INBOUND_PASSTHROUGH = "InboundPassthroughClusterIpv4"
 PROTOCOL_DETECTION_TIMEOUT = 5.0
+# Istio's: connections to the app come from this address, which capture leaves alone.
+INBOUND_SOURCE = "127.0.0.6"
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC"})
 MESH_ALPN = "istio"
 DEFAULT_MODE = "PERMISSIVE"
@@ -179,7 +181,7 @@ class _Inbound:
         cluster = f"inbound|{port}||"
         if cluster not in self.clusters:
             self.clusters[cluster] = ir.Cluster(name=cluster, discovery=ir.Discovery.ORIGINAL_DST,
-                                                lb_policy=ir.LbPolicy.ROUND_ROBIN,
+                                                lb_policy=ir.LbPolicy.ROUND_ROBIN, bind_address=INBOUND_SOURCE,
                                                 protocol={"http": "http1", "http2": "http2"}.get(proto, "tcp"))
         if http:
             if not any(t.name == cluster for t in self.route_tables):
@@ -225,7 +227,8 @@ def inbound_config(ctx: TranslateContext, workload: Workload) -> ir.ProxyConfig:
         access_log_json=getattr(ctx.mesh, "accessLogEncoding", "TEXT") == "JSON",
     )
     clusters = [*ib.clusters.values(), ir.Cluster(name=INBOUND_PASSTHROUGH, discovery=ir.Discovery.ORIGINAL_DST,
-                                                  lb_policy=ir.LbPolicy.ROUND_ROBIN, protocol="tcp")]
+                                                  lb_policy=ir.LbPolicy.ROUND_ROBIN, protocol="tcp",
+                                                  bind_address=INBOUND_SOURCE)]
     return ir.ProxyConfig(listeners=(listener,), route_tables=tuple(ib.route_tables),
                           clusters=tuple(sorted(clusters, key=lambda c: c.name)))
 
