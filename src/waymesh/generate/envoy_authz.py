@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2, http_uri_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2, http_uri_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
@@ -33,6 +33,7 @@ JWT_PAYLOAD_KEY = "payload"
 EXT_AUTHZ_SHADOW_PREFIX = "istio_ext_authz_"
 EXT_AUTHZ_POLICY_PREFIX = "istio-ext-authz"
 NETWORK_STAT_PREFIX = "tcp."
+AUDIT_STAT_PREFIX = "istio_audit_"
 
 _ACTIONS = {"ALLOW": rbac_pb2.RBAC.ALLOW, "DENY": rbac_pb2.RBAC.DENY, "LOG": rbac_pb2.RBAC.LOG}
 
@@ -40,9 +41,9 @@ _ACTIONS = {"ALLOW": rbac_pb2.RBAC.ALLOW, "DENY": rbac_pb2.RBAC.DENY, "LOG": rba
 # --- conditions -------------------------------------------------------------------------------
 
 
-def _cidr(value: str) -> base_pb2.CidrRange:
+def _cidr(value: str) -> address_pb2.CidrRange:
     net = ipaddress.ip_network(value, strict=False)
-    out = base_pb2.CidrRange(address_prefix=str(net.network_address))
+    out = address_pb2.CidrRange(address_prefix=str(net.network_address))
     out.prefix_len.value = net.prefixlen
     return out
 
@@ -136,7 +137,13 @@ def build_rbac(f: az.RbacFilter) -> Message:
         out.shadow_rules.CopyFrom(rbac_rules(stage.action, stage.shadow))
         out.shadow_rules_stat_prefix = stage.shadow_stat_prefix
     if f.network:
-        out.stat_prefix = NETWORK_STAT_PREFIX
+        out.stat_prefix = NETWORK_STAT_PREFIX + AUDIT_STAT_PREFIX if stage.action == "LOG" else NETWORK_STAT_PREFIX
+    elif stage.action == "LOG":
+        # Its own counters, apart from the enforcing filters' allowed/denied.
+        out.rules_stat_prefix = AUDIT_STAT_PREFIX
+    if not f.network:
+        # Counters per policy rule (rbac.[<prefix>.]policy.<name>.allowed/denied): which rule fired.
+        out.track_per_rule_stats = True
     return out
 
 

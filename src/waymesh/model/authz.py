@@ -359,12 +359,14 @@ def policy_rules(obj: ConfigObject, for_tcp: bool, action: str | None = None) ->
 # --- the whole proxy --------------------------------------------------------------------------
 
 
-def security_for(ctx: TranslateContext, proxy: ProxyInfo) -> SecurityResult:
+def security_for(ctx: TranslateContext, proxy: ProxyInfo, http: bool = True, tcp: bool = True) -> SecurityResult:
+    """What the proxy's HTTP and TCP server-side chains enforce (only the kinds it has, so a
+    problem that concerns TCP is not reported for a proxy without TCP chains)."""
     result = SecurityResult()
     policies = applicable(ctx, proxy, "AuthorizationPolicy")
     authns = applicable(ctx, proxy, "RequestAuthentication")
-    jwt = _jwt_providers(ctx, authns, result)
-    for for_tcp in (False, True):
+    jwt = _jwt_providers(ctx, authns, result) if http else ()
+    for for_tcp in [k for k, want in ((False, http), (True, tcp)) if want]:
         authz = _chain_authz(ctx, proxy, policies, for_tcp, result)
         if not for_tcp:
             authz = replace(authz, jwt=jwt)
@@ -619,7 +621,9 @@ def apply_security(ctx: TranslateContext, proxy: ProxyInfo, config: ir.ProxyConf
     """Put the proxy's authorization filters in front of every server-side filter chain (not
     into a sidecar's outbound listeners: client-side rules are not security), and set the
     mesh's path normalization on every HTTP chain."""
-    sec = security_for(ctx, proxy)
+    server = [c for lst in config.listeners if lst.direction != "OUTBOUND" for c in lst.filter_chains]
+    sec = security_for(ctx, proxy, http=any(isinstance(c, ir.HttpFilterChain) for c in server),
+                       tcp=any(isinstance(c, ir.TcpFilterChain) for c in server))
     mesh_norm = getattr(ctx.mesh, "pathNormalization", None)
     normalization = mesh_norm.effective if mesh_norm is not None else "DECODE_AND_MERGE_SLASHES"
     http_filters, tcp_filters = chain_filters(sec.http, False), chain_filters(sec.tcp, True)
