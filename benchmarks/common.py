@@ -151,9 +151,20 @@ def namespace_yaml(name: str) -> str:
     return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"
 
 
-def service_yaml(name: str, namespace: str, port: int, target_ports: list[int], address: str = "127.0.0.1") -> str:
+def backend_address() -> str:
+    """Where echo backends listen: the machine's first global IPv4 address, not loopback,
+    because the kube-apiserver (istiod's source) rejects loopback endpoints in EndpointSlices,
+    and both control planes must get the same YAML. Traffic to it still stays on this machine."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        return line.split()[3].split("/")[0]
+    raise RuntimeError("no global IPv4 address on this machine for the echo backends")
+
+
+def service_yaml(name: str, namespace: str, port: int, target_ports: list[int], address: str | None = None) -> str:
     """A Service and its EndpointSlice: one endpoint per target port on `address` (the echo
     backends listen on loopback ports, so an endpoint change is a port change)."""
+    address = address or backend_address()
     endpoints = "\n".join(f"- addresses: [{address}]\n  conditions: {{ready: true}}" for _ in target_ports[:1])
     return f"""\
 apiVersion: v1

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from common import (
     EndpointChurn,
+    backend_address,
     gateway_yaml,
     namespace_yaml,
     route_yaml,
@@ -37,7 +38,7 @@ def add_arguments(parser: Any) -> None:
 def setup_gateway(target: Any, services: int = 1) -> tuple[int, list[Any]]:
     """Echo backends (two, so endpoints can move), the Gateway and `services` Services; returns
     the gateway port and the echo processes."""
-    echoes = [target.mesh.spawn_echo(f"echo{i}", extra=["--quiet"]) for i in range(2)]
+    echoes = [target.mesh.spawn_echo(f"echo{i}", address=backend_address(), extra=["--quiet"]) for i in range(2)]
     for echo in echoes:
         target.mesh.wait_echo(echo)
     port = free_port()

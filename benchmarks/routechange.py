@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import httpx
-from common import gateway_yaml, route_yaml, run_benchmark, service_yaml
+from common import backend_address, gateway_yaml, route_yaml, run_benchmark, service_yaml
 
 from waymesh.tools.harness import free_port, wait_until
 
@@ -62,7 +62,7 @@ def wrk(url: str, seconds: float, connections: int, extra: list[str] | None = No
 
 
 def run(target: Any, args: Any) -> dict[str, Any]:
-    echoes = [target.mesh.spawn_echo(c, extra=["--quiet"]) for c in ("blue", "green")]
+    echoes = [target.mesh.spawn_echo(c, address=backend_address(), extra=["--quiet"]) for c in ("blue", "green")]
     for echo in echoes:
         target.mesh.wait_echo(echo)
     port = free_port()

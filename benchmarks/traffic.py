@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import gateway_yaml, route_yaml, run_benchmark, service_yaml
+from common import backend_address, gateway_yaml, route_yaml, run_benchmark, service_yaml
 from routechange import wrk
 
 from waymesh.envoy_binary import find_envoy
@@ -44,7 +44,7 @@ static_resources:
     type: STATIC
     load_assignment:
       cluster_name: echo
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {echo}}}}}}}}}]}}]
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {echo_address}, port_value: {echo}}}}}}}}}]}}]
 """
 
 
@@ -52,10 +52,10 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per measurement")
 
 
-def static_envoy(workdir: Path, echo_port: int) -> tuple[subprocess.Popen[bytes], int]:
+def static_envoy(workdir: Path, echo_address: str, echo_port: int) -> tuple[subprocess.Popen[bytes], int]:
     port, admin = free_port(), free_port()
     config = workdir / "static-envoy.yaml"
-    config.write_text(STATIC.format(admin=admin, port=port, echo=echo_port))
+    config.write_text(STATIC.format(admin=admin, port=port, echo=echo_port, echo_address=echo_address))
     log = (workdir / "static-envoy.log").open("wb")
     popen = subprocess.Popen(
         [find_envoy(), "-c", str(config), "--concurrency", "1", "--base-id", str(admin), "-l", "warning"],
@@ -76,7 +76,7 @@ def measure(url: str, seconds: float) -> dict[str, Any]:
 
 
 def run(target: Any, args: Any) -> dict[str, Any]:
-    echo = target.mesh.start_echo("echo", extra=["--quiet"])
+    echo = target.mesh.start_echo("echo", address=backend_address(), extra=["--quiet"])
     port = free_port()
     target.start()
     target.apply("gateway", gateway_yaml(port))
@@ -86,13 +86,13 @@ def run(target: Any, args: Any) -> dict[str, Any]:
     wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200, timeout=60,
                what="route answering 200")
     figures: dict[str, Any] = {"gateway": measure(f"http://127.0.0.1:{port}/", args.seconds)}
-    popen, static_port = static_envoy(target.mesh.workdir, echo.ports["http"])
+    popen, static_port = static_envoy(target.mesh.workdir, echo.address, echo.ports["http"])
     try:
         figures["static_envoy"] = measure(f"http://127.0.0.1:{static_port}/", args.seconds)
     finally:
         popen.terminate()
         popen.wait(10)
-    figures["backend_direct"] = measure(f"http://127.0.0.1:{echo.ports['http']}/", args.seconds)
+    figures["backend_direct"] = measure(f"http://{echo.address}:{echo.ports['http']}/", args.seconds)
     for c in ("c1", "c16"):
         figures[f"gateway_vs_static_{c}"] = round(figures["gateway"][c]["rps"] / figures["static_envoy"][c]["rps"], 3)
     return figures
