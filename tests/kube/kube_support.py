@@ -14,7 +14,7 @@ from waymesh.config.store import ConfigStore
 from waymesh.tools.kubeapi import KubeApiServer
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+async def eventually(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

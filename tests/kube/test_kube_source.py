@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.kube.kube_support import eventually, in_thread, running_source
-from waymesh.config.types import CORE, DISCOVERY, GATEWAY_API, ISTIO_NETWORKING, ConfigKey
+from waymesh.config.types import CORE, DISCOVERY, GATEWAY_API, ConfigKey
 from waymesh.tools.kubeapi import KubeApiServer
 
 

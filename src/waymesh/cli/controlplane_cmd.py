@@ -11,8 +11,9 @@ def register(app: typer.Typer) -> None:
     @app.command("control-plane")
     def control_plane(
         config_dirs: list[Path] = typer.Option(
-            ..., "--config-dir", "-d",
-            help="Directory of YAML config (watched). Repeat to read several as one (the lab adds its own).",
+            [], "--config-dir", "-d",
+            help="Directory of YAML config (watched). Repeat to read several as one (the lab adds its own). "
+            "Required unless --kubeconfig or --in-cluster is given.",
         ),
         mesh_config: Path | None = typer.Option(None, "--mesh-config", help="Istio MeshConfig YAML."),
         credentials_dir: Path | None = typer.Option(
@@ -39,19 +40,42 @@ def register(app: typer.Typer) -> None:
             "2160h", "--max-workload-cert-ttl", envvar="MAX_WORKLOAD_CERT_TTL",
             help="Longest lifetime an agent may ask for.",
         ),
+        kubeconfig: Path | None = typer.Option(
+            None, "--kubeconfig",
+            help="Kubernetes mode: config, Services, EndpointSlices, Pods and Secrets from this cluster; "
+            "Gateway API status written back.",
+        ),
+        context: str | None = typer.Option(None, "--context", help="kubeconfig context (default: current)."),
+        in_cluster: bool = typer.Option(False, "--in-cluster", help="Kubernetes mode with the pod's service account."),
+        leader_elect: bool = typer.Option(
+            True, "--leader-elect/--no-leader-elect",
+            help="Kubernetes mode: only the replica holding the Lease writes status (all serve xDS).",
+        ),
+        lease_name: str = typer.Option("waymesh-control-plane", "--lease-name"),
+        lease_namespace: str = typer.Option(
+            "waymesh-system", "--lease-namespace", envvar="POD_NAMESPACE", help="Namespace of the Lease."
+        ),
+        lease_duration: float = typer.Option(15.0, "--lease-duration", help="Seconds before a silent leader is replaced."),
+        kube_identity: str | None = typer.Option(
+            None, "--identity", envvar="POD_NAME", help="This replica's name in the Lease (default: host_pid)."
+        ),
     ) -> None:
-        """Run the control plane: read config from a directory and serve it to proxies over xDS."""
+        """Run the control plane: read config from a directory (or a Kubernetes API server) and serve
+        it to proxies over xDS."""
         import asyncio
 
         from waymesh.cli.runtime import configure_logging, install_event_loop, split_host_port
         from waymesh.controlplane.server import ControlPlaneOptions, run_control_plane
 
         configure_logging(log_level)
+        kube_mode = in_cluster or kubeconfig is not None
+        if not config_dirs and not kube_mode:
+            raise typer.BadParameter("give --config-dir, or --kubeconfig / --in-cluster", param_hint="--config-dir")
         for d in config_dirs:
             if not d.is_dir():
                 raise typer.BadParameter(f"{d} is not a directory", param_hint="--config-dir")
-        config_dir = config_dirs[0]
-        if credentials_dir is None and (config_dir / "credentials").is_dir():
+        config_dir = config_dirs[0] if config_dirs else None
+        if credentials_dir is None and config_dir is not None and (config_dir / "credentials").is_dir():
             credentials_dir = config_dir / "credentials"
         xds_host, xds_port = split_host_port(xds_address)
         debug_host, debug_port = split_host_port(debug_address)
@@ -72,7 +96,22 @@ def register(app: typer.Typer) -> None:
         )
         install_event_loop()
         try:
-            asyncio.run(run_control_plane(options))
+            if kube_mode:
+                from waymesh.controlplane.kube_mode import KubeOptions, run_kube_control_plane
+
+                kube = KubeOptions(
+                    kubeconfig=kubeconfig,
+                    context=context,
+                    in_cluster=in_cluster,
+                    leader_elect=leader_elect,
+                    lease_name=lease_name,
+                    lease_namespace=lease_namespace,
+                    lease_duration=lease_duration,
+                    identity=kube_identity,
+                )
+                asyncio.run(run_kube_control_plane(options, kube))
+            else:
+                asyncio.run(run_control_plane(options))
         except KeyboardInterrupt:
             pass
 
