@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "waymesh.cli.echo_cmd",
     "waymesh.cli.validate_cmd",
     "waymesh.cli.proxy_cmd",
+    "waymesh.cli.bench_cmd",
     "waymesh.cli.lab_cmd",
     "waymesh.tools.approvals.cli",
 ]
