@@ -69,7 +69,7 @@ def _creation_order(obj: ConfigObject) -> tuple[str, str, str]:
 
 def applicable(ctx: TranslateContext, proxy: ProxyInfo, kind: str) -> list[ConfigObject]:
     root = getattr(ctx.mesh, "rootNamespace", "istio-system")
-    labels = proxy.label_map
+    labels = _workload_labels(ctx, proxy)
     out = []
     for obj in ctx.store.list(ISTIO_SECURITY, kind):
         spec: Any = obj.spec
@@ -84,6 +84,15 @@ def applicable(ctx: TranslateContext, proxy: ProxyInfo, kind: str) -> list[Confi
         if all(labels.get(k) == v for k, v in selector.items()):
             out.append(obj)
     return sorted(out, key=_creation_order)
+
+
+def _workload_labels(ctx: TranslateContext, proxy: ProxyInfo) -> dict[str, str]:
+    if proxy.kind == "sidecar":
+        # A sidecar's labels are its workload's (WorkloadEntry labels, then the agent's).
+        from waymesh.model.sidecar_workload import workload_of
+
+        return workload_of(ctx, proxy).labels
+    return proxy.label_map
 
 
 def _targets(ref: Any, obj: ConfigObject, proxy: ProxyInfo) -> bool:
