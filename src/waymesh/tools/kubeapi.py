@@ -427,7 +427,8 @@ class KubeApiServer:
         path = self.resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace") or namespace, meta["name"])
         r = self.http.patch(
             path,
-            params={"fieldManager": field_manager, "force": "true"},
+            # Strict, as kubectl: an unknown or duplicate field is an error, not silently dropped.
+            params={"fieldManager": field_manager, "force": "true", "fieldValidation": "Strict"},
             content=yaml.safe_dump(obj).encode(),
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
