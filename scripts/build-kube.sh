@@ -7,15 +7,13 @@
 #
 # Why build: there is no kube-apiserver package in Debian, and Debian's etcd-server (3.4) is older
 # than what kube-apiserver 1.37 supports, so etcd is built the same way.
-# Go: Debian's golang-go (1.19) is too old for k8s (go 1.26); Go >= 1.21 fetches the toolchain a
-# go.mod asks for (GOTOOLCHAIN=auto); with no usable Go at all, the toolchain itself is fetched
-# from the module proxy (golang.org/toolchain).
+# Go: see go-env.sh (Debian's golang-go is too old; a newer toolchain comes from the module proxy).
 # Usage: scripts/build-kube.sh [--print-bin-dir] [--force]
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
 
 K8S_VERSION=1.37.2                      # k8s.io/kubernetes v1.37.2, staging modules v0.37.2
 ETCD_VERSION=3.7.3                      # go.etcd.io/etcd/server/v3
-GO_BOOTSTRAP=1.26.8                     # used only when no Go >= 1.21 is installed
 STAMP="kube-apiserver v$K8S_VERSION etcd v$ETCD_VERSION recipe 1"
 
 cache_root=${WAYMESH_KUBE_CACHE:-$HOME/.cache/waymesh/kube}
@@ -49,36 +47,8 @@ log() { echo "build-kube: $*" >&2; }
 start=$(date +%s)
 
 # --- Go ------------------------------------------------------------------------------------------
-go_ok() { # a go binary that understands GOTOOLCHAIN (>= 1.21)
-  local v
-  v=$("$1" env GOVERSION 2>/dev/null) || return 1
-  v=${v#go}
-  local major=${v%%.*} rest=${v#*.}
-  local minor=${rest%%[.rc]*}
-  [ "$major" -gt 1 ] || { [ "$major" = 1 ] && [ "$minor" -ge 21 ]; }
-}
-gobin=""
-for cand in "${GO:-}" "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
-  if [ -n "$cand" ] && [ -x "$cand" ] && go_ok "$cand"; then gobin=$cand; break; fi
-done
-if [ -z "$gobin" ]; then
-  # The Go toolchain is itself a module on the proxy; fetch it like `go` would.
-  proxy=${GOPROXY:-https://proxy.golang.org}; proxy=${proxy%%,*}
-  arch=$(uname -m); case $arch in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; esac
-  tc=$cache_root/go$GO_BOOTSTRAP
-  if [ ! -x "$tc/bin/go" ]; then
-    log "no Go >= 1.21 found; fetching go$GO_BOOTSTRAP from $proxy"
-    mkdir -p "$tc.tmp"
-    curl -fsSL "$proxy/golang.org/toolchain/@v/v0.0.1-go$GO_BOOTSTRAP.linux-$arch.zip" -o "$tc.tmp/tc.zip"
-    (cd "$tc.tmp" && python3 -m zipfile -e tc.zip .)
-    rm -rf "$tc"
-    mv "$tc.tmp/golang.org/toolchain@v0.0.1-go$GO_BOOTSTRAP.linux-$arch" "$tc"
-    rm -rf "$tc.tmp"
-    chmod +x "$tc/bin/"* "$tc/pkg/tool/"*/* 2>/dev/null || true
-  fi
-  gobin=$tc/bin/go
-fi
-export GOTOOLCHAIN=auto GOFLAGS=-buildvcs=false CGO_ENABLED=0
+. "$here/go-env.sh"
+find_go "$cache_root"
 log "using $($gobin version) (GOTOOLCHAIN=auto fetches a newer one if a go.mod asks)"
 
 # --- kube-apiserver ------------------------------------------------------------------------------

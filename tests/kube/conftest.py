@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from waymesh.tools.kubeapi import BUILD_SCRIPT, KubeApiServer, missing_binaries
 
@@ -26,7 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 # The shared folder sits beside the checkout (/work/main -> /work/shared; CI clones likewise).
 SHARED_CRDS = Path(os.environ.get("WAYMESH_SHARED_CRDS", REPO.parent / "shared" / "crds"))
 GATEWAY_API_CRDS = SHARED_CRDS / "gateway-api-v1.6.1" / "standard"
-ISTIO_CRDS = SHARED_CRDS / "istio-v1.30.3" / "customresourcedefinitions.gen.yaml"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -66,23 +64,10 @@ def gateway_api_crds_yaml() -> str:
 
 
 def istio_crds_yaml() -> str:
-    """waymesh's own Istio CRDs (generated from its models) when the generator exists; until then
-    Istio's upstream CRDs for the kinds waymesh supports."""
-    try:
-        from waymesh.install.crds import crds_yaml  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        return crds_yaml()
-    from waymesh.config.kinds import all_kinds
+    """waymesh's own Istio CRDs, generated from its models (`waymesh install crds`)."""
+    from waymesh.install.crds import crds_yaml
 
-    supported = {(k.group, k.kind) for k in all_kinds() if k.group.endswith("istio.io")}
-    docs = [
-        d
-        for d in yaml.safe_load_all(ISTIO_CRDS.read_text())
-        if d and (d["spec"]["group"], d["spec"]["names"]["kind"]) in supported
-    ]
-    return yaml.safe_dump_all(docs)
+    return crds_yaml()
 
 
 @pytest.fixture(scope="session")
