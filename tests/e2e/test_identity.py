@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from waymesh.ca import pki
 from waymesh.tools.harness import running_mesh, wait_until
@@ -64,15 +65,21 @@ def test_root_rotation_under_load_without_failures(tmp_path: Path) -> None:
 
 
 def test_control_plane_sigkill_keeps_certificates_and_renewal_resumes(tmp_path: Path) -> None:
+    """80 s certificates; the control plane dies at 35% of the server's certificate life (before
+    its earliest renewal point, 40%) and returns after 60% (its latest): the renewal falls in the
+    outage. Any certificate in use has at least 40% (32 s) left, so none may expire meanwhile."""
     with running_mesh(tmp_path) as mesh:
-        pair = start_pair(mesh, cert_ttl="24s")
+        pair = start_pair(mesh, cert_ttl="80s")
+        leaf = x509.load_pem_x509_certificates((pair.run_dir("server") / "cert-chain.pem").read_bytes())[0]
+        obtained = leaf.not_valid_after_utc.timestamp() - 80
         with Load(pair) as load:
-            time.sleep(1)
+            time.sleep(max(1.0, obtained + 28 - time.time()))
             assert mesh.control_plane is not None
             mesh.control_plane.kill()
             before = pair.served_serials("server")
-            time.sleep(12)  # past the renewal point (10-14 s after issue): the agent's requests fail, traffic must not
+            time.sleep(max(0.0, obtained + 50 - time.time()))
             assert "certificate request failed" in pair.agents["server"].log()
+            assert pair.served_serials("server") == before  # still serving the one it had
             mesh.start_control_plane()
             wait_until(lambda: pair.served_serials("server") - before, timeout=20, what="renewal after restart")
             time.sleep(1)
