@@ -245,8 +245,17 @@ class _Outbound:
         for port in sorted(http_ports):
             self._http_listener(port, http_ports[port])
         taken = {(lst.address, lst.port) for lst in self.listeners}
+        by_sni: dict[int, list[tuple[Service, tuple[ir.WeightedCluster, ...]]]] = {}
         for svc, sp in tcp:
+            if not service_vips(svc) and sp.protocol in ("TLS", "HTTPS"):
+                # No address to tell them apart: TLS services share 0.0.0.0_<port>, routed by SNI.
+                clusters = self._tcp_clusters(svc, sp.number)
+                if clusters:
+                    by_sni.setdefault(sp.number, []).append((svc, clusters))
+                continue
             self._tcp_listener(svc, sp, taken)
+        for port, entries in sorted(by_sni.items()):
+            self._sni_listener(port, entries, taken)
         self.listeners.insert(0, self._virtual_outbound())
         self._finish_clusters()
         return ir.ProxyConfig(
@@ -323,6 +332,28 @@ class _Outbound:
             name = f"{vip}_{sp.number}"
             chain = ir.TcpFilterChain(clusters=clusters, name=name, stat_prefix=f"outbound|{sp.number}||{svc.hostname}")
             self.listeners.append(self._listener(name, vip, sp.number, chain))
+
+    def _sni_listener(self, port: int, entries: list[tuple[Service, tuple[ir.WeightedCluster, ...]]],
+                      taken: set[tuple[str, int]]) -> None:
+        if ("0.0.0.0", port) in taken:
+            for svc, _ in entries:
+                obj = self.ctx.store.get(svc.source)
+                if obj is not None:
+                    report(self.ctx, obj, "spec.ports", f"port {port} of {svc.hostname} has no address of its own "
+                           f"and 0.0.0.0:{port} already carries another protocol; TLS to it is not routed", "warning")
+            return
+        taken.add(("0.0.0.0", port))
+        chains: list[ir.FilterChain] = [
+            ir.TcpFilterChain(clusters=clusters, server_names=(svc.hostname,), name=svc.hostname,
+                              stat_prefix=f"outbound|{port}||{svc.hostname}")
+            for svc, clusters in entries]
+        target = PASSTHROUGH if self.scope.mode == "ALLOW_ANY" else BLACKHOLE
+        # Other server names (or no SNI): as if no listener matched.
+        chains.append(ir.TcpFilterChain(clusters=(ir.WeightedCluster(target),), match=ir.ChainMatch(), name=target,
+                                        stat_prefix=target))
+        self.listeners.append(ir.Listener(name=f"0.0.0.0_{port}", address="0.0.0.0", port=port,
+                                          filter_chains=tuple(chains), bind_to_port=False, direction="OUTBOUND",
+                                          access_log_path=self.access_log, access_log_json=self.access_json))
 
     def _tcp_clusters(self, svc: Service, port: int) -> tuple[ir.WeightedCluster, ...]:
         for vs in self._virtual_services(svc):
