@@ -150,6 +150,10 @@ def _print_state(st: object) -> None:
         )
         table.add_row(pod.name, pod.namespace, pod.host, pod.address, "yes" if pod.sidecar else "no", shown or "-")
     console.print(table)
+    for p in st.procs:
+        if "/" not in p.name or p.name.endswith("/host"):
+            state = "running" if p.exit_code is None else f"exited {p.exit_code}"
+            console.print(f"  {p.name}: pid {p.pid} {state}, log {p.log}")
     if st.services:
         console.print("  services: " + ", ".join(f"{k}={v}" for k, v in st.services.items()))
 
@@ -185,7 +189,7 @@ def exec_(
 
 
 def logs(
-    process: str = typer.Argument(..., help="`control-plane`, `POD` (its app) or `POD/sidecar`."),
+    process: str = typer.Argument(..., help="`control-plane`, `POD` (its app), `POD/sidecar` or `HOST`."),
     lab_name: str | None = typer.Option(None, "--lab", help="Lab name (default: the only lab)."),
     lines: int = typer.Option(50, "-n", help="Last N lines."),
 ) -> None:
@@ -200,12 +204,12 @@ def logs(
         _fail(str(e))
         return
     assert st is not None
-    want = process if process == "control-plane" or "/" in process else f"{process}/app"
-    for p in st.procs:
-        if p.name == want:
-            typer.echo(procs.tail(p.log, lines))
-            return
-    _fail(f"no process {want!r} (processes: {', '.join(p.name for p in st.procs)})")
+    for want in (process, f"{process}/app", f"{process}/host"):
+        for p in st.procs:
+            if p.name == want:
+                typer.echo(procs.tail(p.log, lines))
+                return
+    _fail(f"no process {process!r} (processes: {', '.join(p.name for p in st.procs)})")
 
 
 # --- capture -------------------------------------------------------------------------------------

@@ -160,6 +160,12 @@ class LabRunner:
         if self.spec.controlPlane.enabled:
             self._start_control_plane(gen)
 
+        for h, hs in zip(self.spec.hosts, st.hosts, strict=True):
+            if h.argv():
+                env = {**self._env(), "NODE_NAME": h.name, "HOST_IP": hs.address, **h.env}
+                self._spawn(f"{h.name}/host", hs.netns, procs.resolve_command(h.argv()), env=env)
+        st.save()
+
         # Capture first (the init container), then sidecars, then apps once their sidecar is ready.
         for i, (p, pod) in enumerate(zip(self.spec.pods, st.pods, strict=True)):
             if p.sidecar:
@@ -173,7 +179,8 @@ class LabRunner:
                     ),
                     pod.netns,
                 )  # fmt: skip
-                self._spawn(f"{pod.name}/sidecar", pod.netns, self._sidecar_argv(p, pod, i), uid=st.proxy_uid, gid=PROXY_GID)
+                self._spawn(f"{pod.name}/sidecar", pod.netns, self._sidecar_argv(p, pod, i), uid=st.proxy_uid,
+                            gid=PROXY_GID, env=self._pod_env(pod))  # fmt: skip
         st.save()
         for p, pod in zip(self.spec.pods, st.pods, strict=True):
             if p.sidecar:
@@ -182,7 +189,7 @@ class LabRunner:
         for p, pod in zip(self.spec.pods, st.pods, strict=True):
             argv = p.argv()
             if argv:
-                self._spawn(f"{pod.name}/app", pod.netns, procs.resolve_command(argv), env=p.env)
+                self._spawn(f"{pod.name}/app", pod.netns, procs.resolve_command(argv), env={**self._pod_env(pod), **p.env})
         st.save()
         for pod in st.pods:
             for port in pod.ports:
@@ -192,6 +199,21 @@ class LabRunner:
         st.message = ""
         st.save()
         return st
+
+    def _env(self) -> dict[str, str]:
+        """What every lab process finds in its environment (Kubernetes/Istio names where they exist)."""
+        st = self.state
+        assert st is not None
+        env = {"WAYMESH_LAB": st.name, "WAYMESH_LAB_NETWORK": st.network}
+        if st.xds_address:
+            env["WAYMESH_XDS_ADDRESS"] = st.xds_address
+        if st.ca_address:
+            env["WAYMESH_CA_ADDRESS"] = st.ca_address
+        return env
+
+    def _pod_env(self, pod: PodState) -> dict[str, str]:
+        return {**self._env(), "POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "INSTANCE_IP": pod.address,
+                "SERVICE_ACCOUNT": pod.service_account, "NODE_NAME": pod.host}  # fmt: skip
 
     def _check_not_running(self) -> None:
         old = LabState.load(self.spec.name)
@@ -333,25 +355,31 @@ class LabRunner:
             self.state.phase = "stopping"
             with contextlib.suppress(OSError):
                 self.state.save()
-        order = sorted(self.procs, key=lambda p: (p.state.name == "control-plane", p.state.name.endswith("/sidecar")))
-        for p in order:
-            _terminate(p.popen)
+        # Apps, then sidecars and host processes, then the control plane; each stage at once.
+        def stage(p: _Proc) -> int:
+            return 2 if p.state.name == "control-plane" else 0 if p.state.name.endswith("/app") else 1
+
+        for n in range(3):
+            _terminate_all([p.popen for p in self.procs if stage(p) == n])
         net.sweep(self.spec.name, grace=1.0)
         if not keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _terminate(popen: subprocess.Popen[bytes], grace: float = 3.0) -> None:
-    if popen.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(popen.pid, signal.SIGTERM)
-    try:
-        popen.wait(grace)
-    except subprocess.TimeoutExpired:
+def _terminate_all(popens: list[subprocess.Popen[bytes]], grace: float = 3.0) -> None:
+    """SIGTERM each process group, wait up to `grace` for all, SIGKILL the rest."""
+    live = [p for p in popens if p.poll() is None]
+    for p in live:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGKILL)
-        popen.wait(5)
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(p.poll() is None for p in live):
+        time.sleep(0.02)
+    for p in live:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
 
 
 # --- down without the supervisor ---------------------------------------------------------------

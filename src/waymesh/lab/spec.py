@@ -51,11 +51,41 @@ class _Model(BaseModel):
 
 class HostSpec(_Model):
     name: str
+    # A process for the host's namespace (a node proxy), started after the control plane and
+    # before the pods; argv list or a string split like a shell would.
+    command: list[str] | str | None = None
+    env: dict[str, str] = {}
 
     @field_validator("name")
     @classmethod
     def _n(cls, v: str) -> str:
         return _name(v, "host name")
+
+    @field_validator("command")
+    @classmethod
+    def _cmd(cls, v: list[str] | str | None) -> list[str] | str | None:
+        return _check_command(v)
+
+    def argv(self) -> list[str]:
+        return _argv(self.command)
+
+
+def _check_command(v: list[str] | str | None) -> list[str] | str | None:
+    if isinstance(v, str):
+        try:
+            if not shlex.split(v):
+                raise ValueError("command is empty")
+        except ValueError as e:
+            raise ValueError(f"command cannot be split into arguments: {e}") from None
+    elif isinstance(v, list) and not v:
+        raise ValueError("command is empty")
+    return v
+
+
+def _argv(command: list[str] | str | None) -> list[str]:
+    if command is None:
+        return []
+    return shlex.split(command) if isinstance(command, str) else list(command)
 
 
 class CaptureSpec(_Model):
@@ -117,20 +147,10 @@ class PodSpec(_Model):
     @field_validator("command")
     @classmethod
     def _cmd(cls, v: list[str] | str | None) -> list[str] | str | None:
-        if isinstance(v, str):
-            try:
-                if not shlex.split(v):
-                    raise ValueError("command is empty")
-            except ValueError as e:
-                raise ValueError(f"command cannot be split into arguments: {e}") from None
-        elif isinstance(v, list) and not v:
-            raise ValueError("command is empty")
-        return v
+        return _check_command(v)
 
     def argv(self) -> list[str]:
-        if self.command is None:
-            return []
-        return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
+        return _argv(self.command)
 
 
 class ServicePortSpec(_Model):
