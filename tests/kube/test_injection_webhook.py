@@ -1,7 +1,7 @@
 """The real kube-apiserver calls waymesh's injection webhook; the stored Pods carry the sidecar.
 
-The webhook runs in this test's event loop on a free port; a MutatingWebhookConfiguration
-points the API server at https://127.0.0.1:PORT/inject. The webhook itself creates the
+The webhook runs in this test's event loop on a free port; the install's
+MutatingWebhookConfiguration points the API server at https://127.0.0.1:PORT/inject. The webhook itself creates the
 serving-certificate Secret and publishes its CA into that configuration's caBundle.
 """
 
@@ -17,43 +17,33 @@ import pytest
 from waymesh.config.kube_client import ApiError, KubeClient
 from waymesh.controlplane.kube_inject import INIT_CONTAINER, PROXY_CONTAINER, InjectionOptions
 from waymesh.controlplane.kube_webhook import CERT_SECRET, WebhookOptions, run_webhook
+from waymesh.install.manifests import WEBHOOK_CONFIG, InstallValues, webhook_configuration
 from waymesh.tools.kubeapi import free_port
 
 pytestmark = pytest.mark.asyncio
 
 
-def webhook_config(name: str, port: int, selector_label: str) -> dict:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "sidecar-injector.waymesh.io",
-            "clientConfig": {"url": f"https://127.0.0.1:{port}/inject"},
-            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                       "resources": ["pods"]}],
-            # the install selects waymesh-injection=enabled alone; the extra label keeps this
-            # test's webhook away from other tests' namespaces on the shared API server
-            "namespaceSelector": {"matchLabels": {"waymesh-injection": "enabled", selector_label: "yes"}},
-            "failurePolicy": "Fail",
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 10,
-        }],
-    }  # fmt: skip
+def webhook_config(namespace: str, port: int) -> dict:
+    """The install's MutatingWebhookConfiguration (waymesh install), pointed at this test's
+    webhook by URL instead of the in-cluster Service (nothing routes ClusterIPs here)."""
+    config = webhook_configuration(InstallValues(namespace=namespace))
+    for hook in config["webhooks"]:
+        hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}/inject"}
+    return config
 
 
 MWC = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+MWC_KIND = ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
 
 
 def pods(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/pods"
 
 
-def pod(name: str, namespace: str, annotations: dict | None = None) -> dict:
+def pod(name: str, namespace: str, annotations: dict | None = None, labels: dict | None = None) -> dict:
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "shop"},
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "shop", **(labels or {})},
                      "annotations": annotations or {}},
         "spec": {"containers": [{"name": "app", "image": "shop:1", "ports": [{"containerPort": 8080}]}]},
     }  # fmt: skip
@@ -61,35 +51,35 @@ def pod(name: str, namespace: str, annotations: dict | None = None) -> dict:
 
 @pytest.fixture
 async def webhook(kube_api, kube_namespace):
-    """(client, options, selector label) with the webhook serving and its configuration ready."""
+    """(client, options) with the webhook serving and the install's webhook configuration ready.
+
+    The configuration is the real one (cluster-wide name and selectors), so it is removed first
+    (from another test's install) and at the end."""
     client = KubeClient.from_kubeconfig(kube_api.kubeconfig_path)
-    suffix = uuid.uuid4().hex[:6]
     options = WebhookOptions(
-        host="127.0.0.1", port=free_port(), namespace=kube_namespace,
-        config_name=f"waymesh-sidecar-injector-{suffix}", publish_interval=0.2,
+        host="127.0.0.1", port=free_port(), namespace=kube_namespace, publish_interval=0.2,
         injection=InjectionOptions(image="waymesh:test", discovery_address="cp.test.svc:15010"),
     )  # fmt: skip
-    selector = f"waymesh-test-{suffix}"
-    kube_api.apply(webhook_config(options.config_name, options.port, selector))
+    assert options.config_name == WEBHOOK_CONFIG
+    await asyncio.to_thread(kube_api.delete, *MWC_KIND, WEBHOOK_CONFIG)
+    await asyncio.to_thread(kube_api.apply, webhook_config(kube_namespace, options.port))
     task = asyncio.create_task(run_webhook(client, options))
     try:
-        # ready when the webhook has published its CA into the configuration
+        # ready when the webhook has published its CA into every webhook of the configuration
         deadline = time.monotonic() + 20
         while True:
             assert not task.done(), task.exception()
-            mwc = await client.get(f"{MWC}/{options.config_name}")
-            if mwc["webhooks"][0]["clientConfig"].get("caBundle"):
+            mwc = await client.get(f"{MWC}/{WEBHOOK_CONFIG}")
+            if all(h["clientConfig"].get("caBundle") for h in mwc["webhooks"]):
                 break
             assert time.monotonic() < deadline, "caBundle never published"
             await asyncio.sleep(0.1)
-        yield client, options, selector
+        yield client, options
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await asyncio.to_thread(
-            kube_api.delete, "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", options.config_name
-        )
+        await asyncio.to_thread(kube_api.delete, *MWC_KIND, WEBHOOK_CONFIG)
         await client.close()
 
 
@@ -104,9 +94,9 @@ async def create_and_get(client: KubeClient, obj: dict) -> dict:
 
 
 async def test_api_server_stores_injected_pod_in_labelled_namespace(kube_api, webhook):
-    client, options, selector = webhook
+    client, _options = webhook
     ns = f"injected-{uuid.uuid4().hex[:6]}"
-    await asyncio.to_thread(kube_api.create_namespace, ns, {"waymesh-injection": "enabled", selector: "yes"})
+    await asyncio.to_thread(kube_api.create_namespace, ns, {"waymesh-injection": "enabled"})
 
     t0 = time.monotonic()
     stored = await create_and_get(client, pod("shop-1", ns, {"traffic.sidecar.istio.io/excludeOutboundPorts": "5432"}))
@@ -133,17 +123,28 @@ async def test_api_server_stores_injected_pod_in_labelled_namespace(kube_api, we
         await client.request("POST", pods(ns), body=pod("shop-3", ns, {"traffic.sidecar.istio.io/excludeInboundPorts": "http"}))
 
 
-async def test_pod_in_unlabelled_namespace_is_untouched(kube_api, webhook):
-    client, _options, _selector = webhook
+async def test_pod_in_unlabelled_namespace_is_untouched_unless_it_opts_in(kube_api, webhook):
+    client, _options = webhook
     ns = f"plain-{uuid.uuid4().hex[:6]}"
     await asyncio.to_thread(kube_api.create_namespace, ns)
     stored = await create_and_get(client, pod("shop-1", ns))
     assert names(stored["spec"]["containers"]) == ["app"]
     assert not stored["spec"].get("initContainers")
+    # the Pod label opts in where the namespace says nothing (the install's third webhook)
+    opted_in = await create_and_get(client, pod("shop-2", ns, labels={"sidecar.istio.io/inject": "true"}))
+    assert names(opted_in["spec"]["containers"]) == ["app", PROXY_CONTAINER]
+
+
+async def test_istio_namespace_label_works_too(kube_api, webhook):
+    client, _options = webhook
+    ns = f"istio-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(kube_api.create_namespace, ns, {"istio-injection": "enabled"})
+    stored = await create_and_get(client, pod("shop-1", ns))
+    assert names(stored["spec"]["initContainers"]) == [INIT_CONTAINER]
 
 
 async def test_certificate_secret_is_reused_by_a_second_webhook(kube_api, webhook):
-    client, options, _selector = webhook
+    client, options = webhook
     secret = f"/api/v1/namespaces/{options.namespace}/secrets/{CERT_SECRET}"
     first = await client.get(secret)
     second = WebhookOptions(**{**options.__dict__, "port": free_port()})
@@ -154,8 +155,26 @@ async def test_certificate_secret_is_reused_by_a_second_webhook(kube_api, webhoo
         again = await client.get(secret)
         assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
         mwc = await client.get(f"{MWC}/{options.config_name}")
-        assert mwc["webhooks"][0]["clientConfig"]["caBundle"] == first["data"]["ca.crt"]
+        assert {h["clientConfig"]["caBundle"] for h in mwc["webhooks"]} == {first["data"]["ca.crt"]}
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_injection_adds_little_to_pod_creation(kube_api, webhook):
+    """Figures for the docs: Pod creation latency with and without a webhook call (20 each)."""
+    client, _options = webhook
+    suffix = uuid.uuid4().hex[:6]
+    injected, plain = f"lat-inj-{suffix}", f"lat-plain-{suffix}"
+    await asyncio.to_thread(kube_api.create_namespace, injected, {"waymesh-injection": "enabled"})
+    await asyncio.to_thread(kube_api.create_namespace, plain)
+    timings: dict[str, list[float]] = {injected: [], plain: []}
+    for i in range(20):
+        for ns in (injected, plain):
+            t0 = time.monotonic()
+            await client.request("POST", pods(ns), body=pod(f"p-{i}", ns))
+            timings[ns].append((time.monotonic() - t0) * 1000)
+    p50 = {ns: sorted(v)[len(v) // 2] for ns, v in timings.items()}
+    print(f"pod create p50: injected {p50[injected]:.1f} ms, not injected {p50[plain]:.1f} ms")
+    assert p50[injected] < 1000
