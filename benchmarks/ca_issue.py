@@ -70,7 +70,8 @@ async def run(args: argparse.Namespace, mesh: Mesh) -> dict[str, Any]:
         chain = await client.create_certificate(**item)
         new_key = pki.new_key()
         uri = pki.uri_sans(pki.load_certs(chain[0].encode(), "leaf")[0])
-        renew.append({"csr_pem": pki.make_csr(new_key, uri), "current": ("".join(chain).encode(), key)})
+        presented = "".join(chain[:-1]).encode()  # leaf (+ intermediates): what an agent holds
+        renew.append({"csr_pem": pki.make_csr(new_key, uri), "current": (presented, key)})
     assert mesh.control_plane is not None
     pid = mesh.control_plane.popen.pid
     cpu0 = cpu_seconds(pid)

@@ -195,7 +195,8 @@ def verify_chain(
     for r in roots:
         root_by_subject.setdefault(r.subject, []).append(r)
     current = chain[0]
-    rest = [c for c in chain[1:] if not is_self_signed(c)]
+    # roots sent along in the chain are never trusted for being there (a name check: no signature work)
+    rest = [c for c in chain[1:] if c.issuer != c.subject]
     for depth in range(len(rest) + 2):
         if not current.not_valid_before_utc <= at <= current.not_valid_after_utc:
             raise ValueError(f"certificate {current.subject.rfc4514_string() or '(leaf)'} is not valid now "
