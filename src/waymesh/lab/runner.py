@@ -250,6 +250,13 @@ class LabRunner:
         self._spawn("control-plane", None, procs.waymesh_argv(*args))
         host, port = st.xds_address.rsplit(":", 1)
         self._wait("the control plane", "control-plane", lambda: _connects(None, host, int(port)))
+        if st.ca_address:
+            # Sidecars get a copy of the trust bundle: wait until the CA has written it and
+            # serves (it may come up after xDS).
+            bundle = self.dir / "ca" / "trust-bundle.pem"
+            ca_host, ca_port = st.ca_address.rsplit(":", 1)
+            self._wait("the CA", "control-plane",
+                       lambda: bundle.exists() and bundle.stat().st_size > 0 and _connects(None, ca_host, int(ca_port)))  # fmt: skip
 
     def _sidecar_argv(self, p: object, pod: PodState, i: int) -> list[str]:
         from waymesh.lab.spec import PodSpec
