@@ -19,7 +19,9 @@ RUN pip install --no-cache-dir . \
  && envoy --version
 
 # The Deployment runs as 1337 (Istio's proxy UID: capture rules exempt its own traffic).
-RUN useradd --uid 1337 --no-create-home --shell /usr/sbin/nologin waymesh
+RUN useradd --uid 1337 --no-create-home --shell /usr/sbin/nologin waymesh \
+ && install -d -o 1337 -g 1337 -m 0700 /var/lib/waymesh
+ENV WAYMESH_STATE_DIR=/var/lib/waymesh
 USER 1337
 WORKDIR /tmp
 EXPOSE 15010 15012 15014 15017

@@ -177,6 +177,8 @@ def deployment(v: InstallValues) -> Obj:
         "env": [
             field_env("POD_NAME", "metadata.name"),  # leader-election identity
             field_env("POD_NAMESPACE", "metadata.namespace"),
+            # CA state (a self-signed root when no cacerts are plugged in); the root filesystem is read-only.
+            {"name": "WAYMESH_STATE_DIR", "value": "/var/lib/waymesh"},
         ],
         "ports": [{"name": n, "containerPort": t, "protocol": "TCP"} for n, _, t in PORTS],
         "readinessProbe": {"tcpSocket": {"port": 15010}, "periodSeconds": 5},
@@ -188,7 +190,10 @@ def deployment(v: InstallValues) -> Obj:
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # webhook cert files
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},  # webhook cert files
+            {"name": "state", "mountPath": "/var/lib/waymesh"},
+        ],
     }
     return {
         "apiVersion": "apps/v1",
@@ -202,7 +207,7 @@ def deployment(v: InstallValues) -> Obj:
                 "spec": {
                     "serviceAccountName": NAME,
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "state", "emptyDir": {}}],
                 },
             },
         },

@@ -491,3 +491,40 @@ def _message(r: httpx.Response) -> str:
         return r.json().get("message", r.text)
     except ValueError:
         return r.text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m waymesh.tools.kubeapi`: the tests' API server, for trying Kubernetes mode by hand."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m waymesh.tools.kubeapi",
+        description="Run kube-apiserver + etcd on loopback (as the tests do) until Ctrl-C.",
+    )
+    parser.add_argument("--apply", action="append", default=[], type=Path, metavar="PATH",
+                        help="YAML file, or directory of *.yaml, to apply once ready (repeat; in order)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop etcd and the API server on exit
+    with KubeApiServer() as api:
+        print(f"kube-apiserver ready in {api.start_seconds:.1f} s at {api.url}", flush=True)
+        for path in args.apply:
+            for file in sorted(path.glob("*.yaml")) if path.is_dir() else [path]:
+                for doc in yaml.safe_load_all(file.read_text()):
+                    if not doc:
+                        continue
+                    try:
+                        api.apply(doc)
+                    except KubeApiError as e:  # e.g. a waymesh-only kind the API server does not serve
+                        print(f"{file}: {e}", file=sys.stderr, flush=True)
+        print(f"export KUBECONFIG={api.kubeconfig_path}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
