@@ -450,8 +450,7 @@ def _custom(ctx: TranslateContext, proxy: ProxyInfo, custom: list[ConfigObject],
         elif for_tcp and provider.envoyExtAuthzGrpc is None:
             why = None if not policies else "an HTTP ext_authz provider cannot check TCP traffic"
         if why is not None:
-            if not for_tcp or "TCP" in why:
-                report(ctx, obj, "spec.provider.name", f"{why}; requests this policy selects are denied")
+            report(ctx, obj, "spec.provider.name", f"{why}; requests this policy selects are denied")
             fail_closed += policies
             continue
         if ext is None:
