@@ -130,6 +130,8 @@ def test_capture_rules_text() -> None:
         "-A WAYMESH_OUTPUT -j WAYMESH_REDIRECT"
     )
     assert "-A WAYMESH_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN" in lines
+    marked = restore_script(CaptureConfig(proxy_mark=0x539)).splitlines()
+    assert marked.index("-A WAYMESH_OUTPUT -m mark --mark 0x539 -j RETURN") < marked.index("-A WAYMESH_OUTPUT -j WAYMESH_REDIRECT")
     outbound_only = restore_script(CaptureConfig(inbound=False))
     assert "PREROUTING" not in outbound_only and "WAYMESH_IN_REDIRECT ! " not in outbound_only
 

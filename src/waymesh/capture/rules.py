@@ -11,6 +11,7 @@ What the rules do, in the order they are evaluated (same semantics as Istio's si
   OUTPUT (traffic the pod sends)
     excluded outbound port / excluded CIDR                          -> untouched
     from 127.0.0.6 on lo (the proxy's inbound passthrough to the app) -> untouched
+    carrying the proxy's packet mark (--proxy-mark, optional)       -> untouched
     proxy (uid or gid) to a local non-127.0.0.1 address on lo       -> REDIRECT to 15006
         (the app called its own pod IP through a Service: the inbound side must see it)
     anyone else on lo                                               -> untouched
@@ -46,6 +47,9 @@ class CaptureConfig:
     exclude_inbound_ports: tuple[int, ...] = ()
     exclude_outbound_ports: tuple[int, ...] = ()
     exclude_outbound_cidrs: tuple[str, ...] = ()
+    # Packets of sockets with this SO_MARK are not captured (a node proxy that owns sockets in
+    # the pod's namespace marks them, as ztunnel does with 0x539); None: no mark exemption.
+    proxy_mark: int | None = None
     # Kept so the exemption of the proxy's own health/metrics ports can be turned off in tests.
     default_inbound_excluded: tuple[int, ...] = field(default=DEFAULT_INBOUND_EXCLUDED)
 
@@ -107,6 +111,8 @@ def restore_script(cfg: CaptureConfig) -> str:
     for cidr in cfg.exclude_outbound_cidrs:
         add(f"-A WAYMESH_OUTPUT -d {cidr} -j RETURN")
     add(f"-A WAYMESH_OUTPUT -s {INBOUND_PASSTHROUGH_SOURCE}/32 -o lo -j RETURN")
+    if cfg.proxy_mark is not None:
+        add(f"-A WAYMESH_OUTPUT -m mark --mark {cfg.proxy_mark:#x} -j RETURN")
     owners = _owner_matches(cfg)
     if cfg.inbound:
         for owner in owners:

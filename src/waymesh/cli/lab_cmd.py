@@ -225,6 +225,9 @@ def capture_install(
     exclude_inbound_ports: str = typer.Option("", "--exclude-inbound-ports", help="Comma-separated ports."),
     exclude_outbound_ports: str = typer.Option("", "--exclude-outbound-ports", help="Comma-separated ports."),
     exclude_outbound_cidrs: str = typer.Option("", "--exclude-outbound-cidrs", help="Comma-separated IPv4 CIDRs."),
+    proxy_mark: str | None = typer.Option(
+        None, "--proxy-mark", help="Also exempt packets with this SO_MARK (e.g. 0x539, a node proxy's sockets)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the iptables-restore input; change nothing."),
 ) -> None:
     """Install Istio-style capture: inbound TCP -> 15006, outbound TCP -> 15001, the proxy exempt."""
@@ -241,6 +244,7 @@ def capture_install(
             exclude_inbound_ports=parse_ports(exclude_inbound_ports),
             exclude_outbound_ports=parse_ports(exclude_outbound_ports),
             exclude_outbound_cidrs=parse_cidrs(exclude_outbound_cidrs),
+            proxy_mark=int(proxy_mark, 0) if proxy_mark else None,
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None

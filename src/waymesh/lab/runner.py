@@ -168,17 +168,18 @@ class LabRunner:
 
         # Capture first (the init container), then sidecars, then apps once their sidecar is ready.
         for i, (p, pod) in enumerate(zip(self.spec.pods, st.pods, strict=True)):
-            if p.sidecar:
-                c = p.capture
+            c = p.capture
+            if c.enabled if c.enabled is not None else p.sidecar:
                 capture.install(
                     CaptureConfig(
                         proxy_uid=PROXY_UID, proxy_gid=PROXY_GID, inbound=c.inbound,
                         exclude_inbound_ports=tuple(c.excludeInboundPorts),
                         exclude_outbound_ports=tuple(c.excludeOutboundPorts),
-                        exclude_outbound_cidrs=tuple(c.excludeOutboundCIDRs),
+                        exclude_outbound_cidrs=tuple(c.excludeOutboundCIDRs), proxy_mark=c.proxyMark,
                     ),
                     pod.netns,
                 )  # fmt: skip
+            if p.sidecar:
                 self._spawn(f"{pod.name}/sidecar", pod.netns, self._sidecar_argv(p, pod, i), uid=st.proxy_uid,
                             gid=PROXY_GID, env=self._pod_env(pod))  # fmt: skip
         st.save()

@@ -95,6 +95,10 @@ class CaptureSpec(_Model):
     excludeOutboundPorts: list[Annotated[int, Field(ge=1, le=65535)]] = []
     excludeOutboundCIDRs: list[str] = []
     inbound: bool = True  # False: no inbound redirect at all (outbound only)
+    # Install capture in this pod; default: when it has a sidecar. A sidecarless pod whose
+    # traffic a node proxy takes sets `enabled: true` (and usually `proxyMark`).
+    enabled: bool | None = None
+    proxyMark: Annotated[int, Field(ge=1, le=0xFFFFFFFF)] | None = None
 
     @field_validator("excludeOutboundCIDRs")
     @classmethod
