@@ -59,6 +59,20 @@ def register(app: typer.Typer) -> None:
         kube_identity: str | None = typer.Option(
             None, "--identity", envvar="POD_NAME", help="This replica's name in the Lease (default: host_pid)."
         ),
+        injection_webhook: bool = typer.Option(
+            True, "--injection-webhook/--no-injection-webhook",
+            help="Kubernetes mode: serve the sidecar-injection webhook (every replica).",
+        ),
+        injection_webhook_port: int = typer.Option(
+            15017, "--injection-webhook-port", help="HTTPS port of the injection webhook (path /inject)."
+        ),
+        gateway_deployment: bool = typer.Option(
+            True, "--gateway-deployment/--no-gateway-deployment",
+            help="Kubernetes mode: the leader creates a Deployment, Service and ServiceAccount per waymesh Gateway.",
+        ),
+        proxy_image: str | None = typer.Option(
+            None, "--proxy-image", help="Image of injected sidecars and deployed gateways (default: waymesh:<version>)."
+        ),
     ) -> None:
         """Run the control plane: read config from a directory (or a Kubernetes API server) and serve
         it to proxies over xDS."""
@@ -98,6 +112,17 @@ def register(app: typer.Typer) -> None:
         try:
             if kube_mode:
                 from waymesh.controlplane.kube_mode import KubeOptions, run_kube_control_plane
+                from waymesh.controlplane.kube_proxies import KubeProxyOptions
+
+                proxies = KubeProxyOptions(
+                    namespace=lease_namespace,  # the control plane's own namespace
+                    webhook=injection_webhook,
+                    webhook_port=injection_webhook_port,
+                    gateway_deployment=gateway_deployment,
+                    xds_port=xds_port,
+                )
+                if proxy_image:
+                    proxies.image = proxy_image
 
                 kube = KubeOptions(
                     kubeconfig=kubeconfig,
@@ -108,6 +133,7 @@ def register(app: typer.Typer) -> None:
                     lease_namespace=lease_namespace,
                     lease_duration=lease_duration,
                     identity=kube_identity,
+                    proxies=proxies,
                 )
                 asyncio.run(run_kube_control_plane(options, kube))
             else:

@@ -24,6 +24,7 @@ from pathlib import Path
 from waymesh.config.kube_client import KubeClient
 from waymesh.config.kube_source import KubeSource
 from waymesh.controlplane.kube_leader import LeaderElector
+from waymesh.controlplane.kube_proxies import KubeProxyOptions, install_proxies
 from waymesh.controlplane.kube_status import StatusWriter
 from waymesh.controlplane.server import ControlPlane, ControlPlaneOptions
 
@@ -44,6 +45,8 @@ class KubeOptions:
     identity: str | None = None
     discovery_interval: float = 10.0
     status_interval: float = 1.0  # at most one status write per object per interval
+    # Gateway deployment and the injection webhook (controlplane/kube_proxies.py); None: neither.
+    proxies: KubeProxyOptions | None = None
 
 
 class KubeMode:
@@ -72,6 +75,8 @@ class KubeMode:
         self.servers: list[Task] = []
         self._leader_running: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        if kube.proxies is not None:
+            install_proxies(self, kube.proxies)
 
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.is_leader

@@ -1,5 +1,5 @@
-"""Kubernetes mode's proxy placement: the gateway deployer (leader only) and the injection
-webhook (every replica), started together from the control plane's Kubernetes mode."""
+"""Kubernetes mode's proxy placement: the gateway deployer (a leader task: cancelled when this
+replica stops leading) and the injection webhook (a server: every replica)."""
 
 from __future__ import annotations
 
@@ -54,38 +54,26 @@ class KubeProxyOptions:
         )  # fmt: skip
 
 
-async def run_kube_proxies(
-    client: Any,
-    store: Any,
-    options: KubeProxyOptions,
-    *,
-    synced: asyncio.Event,
-    leading: asyncio.Event | None = None,
-) -> None:
-    """Run until cancelled. `client`: a KubeClient; `store`: the ConfigStore the KubeSource
-    fills; `synced`: set once the source's initial lists are in the store; `leading`: set while
-    this replica holds the leader Lease (None: always, a single replica)."""
-    tasks: list[asyncio.Task[None]] = []
-    unfollow = None
+def install_proxies(mode: Any, options: KubeProxyOptions) -> None:
+    """Register the deployer as a leader task and the webhook as a server of a KubeMode."""
     if options.gateway_deployment:
-        deployer = GatewayDeployer(store, KubeDeployClient(client), options.deploy())
-        unfollow = deployer.follow(store)
-        tasks.append(asyncio.create_task(deployer.run(leading=leading, synced=synced), name="gateway-deployer"))
+        mode.leader_tasks.append(lambda m: run_deployer(m.client, m.store, options, synced=m.source.ready))
     if options.webhook:
-        tasks.append(asyncio.create_task(_webhook_forever(client, options.webhook_options()), name="webhook"))
-    if not tasks:
-        return
+        mode.servers.append(lambda m: run_webhook_forever(m.client, options.webhook_options()))
+
+
+async def run_deployer(client: Any, store: Any, options: KubeProxyOptions, *, synced: asyncio.Event) -> None:
+    """The deployer for one term of leadership: a fresh cache, so the first pass re-applies
+    every Gateway's objects and prunes what a Gateway deleted meanwhile left behind."""
+    deployer = GatewayDeployer(store, KubeDeployClient(client), options.deploy())
+    unfollow = deployer.follow(store)
     try:
-        await asyncio.gather(*tasks)
+        await deployer.run(synced=synced)
     finally:
-        if unfollow is not None:
-            unfollow()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        unfollow()
 
 
-async def _webhook_forever(client: Any, options: WebhookOptions) -> None:
+async def run_webhook_forever(client: Any, options: WebhookOptions) -> None:
     # The Secret may be unwritable for a moment (RBAC applied after the Deployment, API down):
     # keep trying rather than take the whole control plane down with the webhook.
     delay = 1.0
@@ -94,8 +82,11 @@ async def _webhook_forever(client: Any, options: WebhookOptions) -> None:
             await run_webhook(client, options)
         except asyncio.CancelledError:
             raise
-        except OSError:
-            raise  # the port is taken: a configuration error, not a transient one
+        except OSError as exc:
+            # The port is taken (another replica on this host?): a configuration error that
+            # retrying will not fix. xDS goes on; Pods are refused or not injected per failurePolicy.
+            log.error("injection webhook cannot listen on %s:%d: %s", options.host, options.port, exc)
+            return
         except Exception as exc:
             log.warning("injection webhook: %s; retrying in %.0f s", exc, delay)
             await asyncio.sleep(delay)
