@@ -121,10 +121,17 @@ def status(
     if as_json:
         typer.echo(json.dumps([asdict(s) for s in states], indent=2))
         return
-    if not states:
+    if not states and not names:
         typer.echo("no labs")
     for st in states:
         _print_state(st)
+    from waymesh.lab.net import lab_netns
+
+    for n in names:
+        if not any(st.name == n for st in states):
+            left = lab_netns(n)
+            if left:
+                typer.echo(f"lab {n}: no state file, {len(left)} namespace(s) left behind; `waymesh lab down {n}` removes them")
 
 
 def _print_state(st: object) -> None:
