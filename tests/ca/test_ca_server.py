@@ -82,6 +82,8 @@ async def test_token_cannot_obtain_another_identity(ca: CaServer) -> None:
     details = err.value.details() or ""
     assert "spiffe://cluster.local/ns/shop/sa/cart may not obtain spiffe://cluster.local/ns/shop/sa/payments" in details
     assert ca.stats.denied == 1 and ca.stats.issued == 0
+    assert ca.metrics.registry.get_sample_value("waymesh_ca_identity_denied_count_total") == 1
+    assert ca.metrics.registry.get_sample_value("citadel_server_csr_count_total") == 1
     await c.close()
 
 

@@ -127,3 +127,6 @@ def test_xds_is_served_over_tls_on_the_ca_port(tmp_path: Path) -> None:
             first = next(responses)
             assert first.type_url.endswith("Cluster") and first.nonce
             responses.cancel()
+        metrics = httpx.get(f"http://127.0.0.1:{mesh.debug_port}/metrics", timeout=5).text
+        assert "citadel_server_root_cert_expiry_timestamp" in metrics
+        assert "waymesh_ca_trusted_roots 1.0" in metrics

@@ -31,6 +31,7 @@ from waymesh.ca.authority import (
     Authority,
     init_ca,
 )
+from waymesh.ca.metrics import CaMetrics
 from waymesh.ca.spiffe import SpiffeId
 
 log = logging.getLogger("waymesh.ca")
@@ -63,8 +64,14 @@ class CaStats:
 
 
 class CaServer:
-    def __init__(self, options: CaServerOptions, authenticators: Sequence[Authenticator] | None = None) -> None:
+    def __init__(
+        self,
+        options: CaServerOptions,
+        authenticators: Sequence[Authenticator] | None = None,
+        metrics: CaMetrics | None = None,
+    ) -> None:
         self.options = options
+        self.metrics = metrics or CaMetrics()
         if not (options.ca_dir / "ca-cert.pem").exists():
             log.info("%s", init_ca(options.ca_dir, options.trust_domain))
         self.authority = Authority(options.ca_dir)
@@ -84,6 +91,7 @@ class CaServer:
         self._bundle_changed = asyncio.Event()
         self._refresher: asyncio.Task[None] | None = None
         self._issue_server_cert()
+        self._update_gauges()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -165,9 +173,16 @@ class CaServer:
             )
             self._bundle_changed.set()
             self._bundle_changed = asyncio.Event()
+            self._update_gauges()
         half_life = self._tls_expires - SERVER_CERT_TTL / 2
         if self.authority.view.signer.fingerprint != self._tls_signer or time.time() > half_life:
             self._issue_server_cert()
+
+    def _update_gauges(self) -> None:
+        view = self.authority.view
+        self.metrics.root_expiry.set(view.signing_root.not_valid_after_utc.timestamp())
+        self.metrics.chain_expiry.set(view.signer.cert.not_valid_after_utc.timestamp())
+        self.metrics.trusted_roots.set(len(view.roots))
 
     # --- RPCs ------------------------------------------------------------------------------
 
@@ -193,14 +208,17 @@ class CaServer:
             await context.abort(e.code, e.message)
 
     async def _create(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.metrics.csr.inc()
         csr_pem = request.csr.encode()
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as e:
             self.stats.invalid += 1
+            self.metrics.parse_errors.inc()
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"csr is not a PEM certificate request: {e}") from None
         if not csr.is_signature_valid:
             self.stats.invalid += 1
+            self.metrics.parse_errors.inc()
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "csr signature is invalid")
         metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
         auth = AuthRequest(csr_pem, metadata, context.auth_context() or {}, context.peer() or "")
@@ -210,11 +228,13 @@ class CaServer:
                 caller = await authenticator.authenticate(auth)
             except AuthenticationError as e:
                 self.stats.unauthenticated += 1
+                self.metrics.auth_failures.inc()
                 raise _Refused(grpc.StatusCode.UNAUTHENTICATED, str(e)) from None
             if caller is not None:
                 break
         if caller is None:
             self.stats.unauthenticated += 1
+            self.metrics.auth_failures.inc()
             raise _Refused(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "no credential: send 'authorization: Bearer <token>' (waymesh token create) "
@@ -224,6 +244,7 @@ class CaServer:
         for uri in requested:
             if uri not in caller.identities:
                 self.stats.denied += 1
+                self.metrics.denied.inc()
                 raise _Refused(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"{caller.description} may not obtain {uri}: a workload can only get its own identity",
@@ -238,6 +259,7 @@ class CaServer:
         chain = self.authority.issue(csr.public_key(), ttl, uris=requested)
         self.stats.issued += 1
         self.stats.by_method[caller.method] = self.stats.by_method.get(caller.method, 0) + 1
+        self.metrics.issued.labels(caller.method).inc()
         log.debug("issued %s (%s) for %gs", ", ".join(requested), caller.method, ttl)
         return protocol.IstioCertificateResponse(cert_chain=[pki.cert_pem(c).decode() for c in chain])
 
