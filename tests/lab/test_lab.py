@@ -284,3 +284,19 @@ def test_sidecar_pod_runs_its_agent_as_the_proxy_user_behind_capture() -> None:
         assert _ids(app.pid)[1] == 0 or app.pid not in proxy_pids  # the app is not exempt
         generated = (lab_dir(lab.name) / "config" / "lab.yaml").read_text()
         assert "kind: WorkloadEntry" in generated and "security.istio.io/tlsMode: istio" in generated
+
+
+def test_a_pod_that_never_listens_fails_the_start_and_leaves_nothing() -> None:
+    never = "name: x\ncontrolPlane: {enabled: false}\npods: [{name: p, command: sleep 60, ports: [9999]}]\n"
+    with pytest.raises(RuntimeError, match=r"port 9999 of p not ready after 2s") as e:
+        with lab_from_yaml(never, prefix="fail", timeout=2):
+            pass
+    name = str(e.value).split()[1]
+    assert net.lab_netns(name) == [] and not lab_dir(name).exists()
+
+
+def test_an_app_that_exits_fails_the_start_with_its_log() -> None:
+    dies = "name: x\ncontrolPlane: {enabled: false}\npods: [{name: p, command: sh -c 'echo boom; exit 3', ports: [80]}]\n"
+    with pytest.raises(RuntimeError, match=r"(?s)p/app exited with code 3 .*boom"):
+        with lab_from_yaml(dies, prefix="fail", timeout=20):
+            pass
