@@ -176,7 +176,7 @@ class IdentityService:
             return
         root_fp = next(
             (pki.fingerprint(r) for r in x509.load_pem_x509_certificates(self.bundle_pem.encode())
-             if _issued_by(leaf, r, chain_pem)), "",
+             if _chains_to(chain_pem, r)), "",
         )  # fmt: skip
         # obtained unknown: count from not_before + backdate, so a restart does not delay renewal
         obtained = leaf.not_valid_before_utc.timestamp() + pki.BACKDATE.total_seconds()
@@ -280,12 +280,12 @@ def _default_root_file() -> Path:
     return paths.default_ca_dir() / paths.TRUST_BUNDLE
 
 
-def _issued_by(leaf: x509.Certificate, root: x509.Certificate, chain_pem: str) -> bool:
+def _chains_to(chain_pem: str, root: x509.Certificate) -> bool:
     try:
         pki.verify_chain(x509.load_pem_x509_certificates(chain_pem.encode()), [root])
     except ValueError:
         return False
-    return leaf is not None
+    return True
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
