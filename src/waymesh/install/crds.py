@@ -13,6 +13,7 @@ a type, no $ref, no anyOf carrying types, no `additionalProperties: false` next 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,5 +206,6 @@ def dump_yaml(docs: list[dict[str, Any]]) -> str:
     return yaml.dump_all(docs, Dumper=_NoAliasDumper, sort_keys=False, explicit_start=True, width=120)
 
 
+@functools.cache
 def crds_yaml() -> str:
     return dump_yaml(crds())
