@@ -27,6 +27,7 @@ from waymesh.tools.harness import Mesh, Process, free_port, running_mesh, wait_u
 from .authz_support import JwtIssuer, Reply, http1, http2
 
 ISSUER = "https://issuer.test"
+REMOTE_ISSUER = "https://remote.test"
 
 
 class _HttpAuthz(http.server.BaseHTTPRequestHandler):
@@ -56,6 +57,8 @@ class _GrpcAuthz(external_auth_pb2_grpc.AuthorizationServicer):
     def Check(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
         http_req = request.attributes.request.http
         self.calls.append(http_req.path)
+        if not http_req.path:  # a TCP connection (network ext_authz): no HTTP attributes
+            return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
         if http_req.headers.get("x-ext-allow") == "yes":
             ok = external_auth_pb2.OkHttpResponse(headers=[base_pb2.HeaderValueOption(
                 header=base_pb2.HeaderValue(key="x-ext-user", value="grpc-bob"))])
@@ -71,6 +74,7 @@ class Env:
     issuer: JwtIssuer
     grpc_authz: _GrpcAuthz
     other: JwtIssuer = field(default_factory=lambda: JwtIssuer(ISSUER))  # same issuer, wrong key
+    remote: JwtIssuer | None = None
 
     def get(self, host: str, path: str = "/", port: str = "main", headers: list[tuple[str, str]] | None = None,
             method: str = "GET", proto: str = "h1") -> Reply:
@@ -89,7 +93,7 @@ class Env:
                               timeout=10, what=f"access log line with {marker}"))
 
 
-def _config(ports: dict[str, int], echo: int, http_authz: int, grpc_authz: int, jwks: str) -> str:
+def _config(ports: dict[str, int], echo: int, http_authz: int, grpc_authz: int, jwks: str, jwks_port: int) -> str:
     services = "".join(f"""\
 ---
 apiVersion: networking.istio.io/v1
@@ -112,7 +116,12 @@ spec:
   servers:
   - port: {{number: {ports[key]}, name: http, protocol: HTTP}}
     hosts: ["*"]
-""" for name, key in (("main", "main"), ("grpcgw", "grpc")))
+""" + ("" if name == "main" else f"""\
+  - port: {{number: {ports["tcp1"]}, name: tcp1, protocol: TCP}}
+    hosts: ["*"]
+  - port: {{number: {ports["tcp2"]}, name: tcp2, protocol: TCP}}
+    hosts: ["*"]
+""") for name, key in (("main", "main"), ("grpcgw", "grpc")))
     return services + gateways + f"""\
 ---
 apiVersion: networking.istio.io/v1
@@ -123,6 +132,8 @@ spec:
   gateways: [main, grpcgw]
   http:
   - route: [{{destination: {{host: echo.local}}}}]
+  tcp:
+  - route: [{{destination: {{host: echo.local, port: {{number: 80}}}}}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -156,6 +167,8 @@ spec:
   selector: {{matchLabels: {{istio: main}}}}
   rules:
   - to: [{{operation: {{hosts: [app.example.com, ext.example.com]}}}}]
+  - from: [{{source: {{requestPrincipals: ["{REMOTE_ISSUER}/*"]}}}}]
+    to: [{{operation: {{hosts: [remote.example.com]}}}}]
   - from: [{{source: {{requestPrincipals: ["{ISSUER}/alice"]}}}}]
     to: [{{operation: {{hosts: [jwt.example.com]}}}}]
   - to: [{{operation: {{hosts: [claims.example.com]}}}}]
@@ -231,6 +244,27 @@ spec:
   rules:
   - to: [{{operation: {{paths: ["/checked/*"]}}}}]
 ---
+# On TCP chains the HTTP-only method is ignored: this denies every connection to tcp1.
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: tcp-deny, namespace: default}}
+spec:
+  selector: {{matchLabels: {{istio: grpcgw}}}}
+  action: DENY
+  rules:
+  - to: [{{operation: {{ports: ["{ports["tcp1"]}"], methods: [GET]}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt-remote, namespace: default}}
+spec:
+  selector: {{matchLabels: {{istio: main}}}}
+  jwtRules:
+  - issuer: {REMOTE_ISSUER}
+    jwksUri: http://127.0.0.1:{jwks_port}/keys
+    fromHeaders: [{{name: x-token, prefix: "Token "}}]
+    forwardOriginalToken: true
+---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {{name: gapi-deny, namespace: default}}
@@ -267,12 +301,29 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(grpc_servicer, grpc_server)
     grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
     grpc_server.start()
+    remote = JwtIssuer(REMOTE_ISSUER, kid="r1")
+    keys = remote.jwks().encode()
+
+    class _Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(keys)))
+            self.end_headers()
+            self.wfile.write(keys)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    jwks_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Jwks)
+    threading.Thread(target=jwks_server.serve_forever, daemon=True).start()
     try:
         with running_mesh(tmp_path_factory.mktemp("authz")) as mesh:
             echo = mesh.start_echo("echo")
-            ports = {"main": free_port(), "grpc": free_port(), "gapi": free_port()}
+            ports = {"main": free_port(), "grpc": free_port(), "gapi": free_port(), "tcp1": free_port(),
+                     "tcp2": free_port()}
             mesh.write("all.yaml", _config(ports, echo.ports["http"], httpd.server_address[1], grpc_port,
-                                           issuer.jwks()))
+                                           issuer.jwks(), jwks_server.server_address[1]))
             mesh.start_control_plane(MESH)
             proxies = {
                 "main": mesh.start_proxy("main", labels={"istio": "main"}),
@@ -280,13 +331,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 "gapi": mesh.start_gateway_api_proxy("gapi"),
             }
             assert [e for e in mesh.errors() if e["severity"] == "error"] == []
-            e = Env(mesh, ports, proxies, issuer, grpc_servicer)
-            for port in ports:
+            e = Env(mesh, ports, proxies, issuer, grpc_servicer, remote=remote)
+            for port in ("main", "grpc", "gapi"):
                 wait_until(lambda p=port: e.get("app.example.com", port=p).status in (200, 403), timeout=30,
                            what=f"gateway {port}")
             yield e
     finally:
         httpd.shutdown()
+        jwks_server.shutdown()
         grpc_server.stop(0)
 
 
@@ -387,3 +439,39 @@ def _b64decode(value: str) -> bytes:
     import base64
 
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def test_jwt_from_a_remote_jwks(env: Env) -> None:
+    assert env.remote is not None
+    token = env.remote.token("svc")
+    # Envoy fetches the keys through the jwks|127.0.0.1|<port> cluster (asynchronously at start).
+    wait_until(lambda: env.get("remote.example.com", headers=[("x-token", f"Token {token}")]).status == 200,
+               timeout=15, what="remote JWKS fetched")
+    ok = env.get("remote.example.com", headers=[("x-token", f"Token {token}")])
+    assert ok.json()["headers"]["x-token"] == [f"Token {token}"]  # forwardOriginalToken
+    assert env.get("remote.example.com").status == 403
+    assert env.get("remote.example.com", headers=[("x-token", f"Token {env.issuer.token('svc')}")]).status == 401
+
+
+def _tcp_exchange(port: int) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /over-tcp HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        return data
+
+
+def test_tcp_chains_get_l4_rules(env: Env) -> None:
+    wait_until(lambda: _tcp_exchange(env.ports["tcp2"]).startswith(b"HTTP/1.1 200"), timeout=15, what="tcp2")
+    before = len(env.grpc_authz.calls)
+    assert _tcp_exchange(env.ports["tcp1"]) == b""  # DENY (its HTTP-only method ignored on TCP)
+    assert _tcp_exchange(env.ports["tcp2"]).startswith(b"HTTP/1.1 200")
+    # The CUSTOM gRPC provider also checks TCP connections (network ext_authz, no HTTP attributes).
+    assert "" in env.grpc_authz.calls[before:]
+    assert env.stats("grpc", "tcp.rbac.denied") >= 1
