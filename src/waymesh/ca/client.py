@@ -44,6 +44,10 @@ class CaClient:
                     # reconnect quickly after a control-plane restart
                     ("grpc.initial_reconnect_backoff_ms", 200),
                     ("grpc.max_reconnect_backoff_ms", 2000),
+                    # notice a silently dead control plane (the bundle watch is a long-lived stream)
+                    ("grpc.keepalive_time_ms", 30_000),
+                    ("grpc.keepalive_timeout_ms", 10_000),
+                    ("grpc.keepalive_permit_without_calls", 1),
                 ],
             )
         return self._channel
