@@ -180,8 +180,10 @@ class LabRunner:
                     pod.netns,
                 )  # fmt: skip
             if p.sidecar:
+                # HOME: the proxy user's /root (if it sees one) is a read-only view.
+                env = {**self._pod_env(pod), "HOME": str(self.dir / "pods" / pod.name)}
                 self._spawn(f"{pod.name}/sidecar", pod.netns, self._sidecar_argv(p, pod, i), uid=st.proxy_uid,
-                            gid=PROXY_GID, env=self._pod_env(pod))  # fmt: skip
+                            gid=PROXY_GID, env=env)  # fmt: skip
         st.save()
         for p, pod in zip(self.spec.pods, st.pods, strict=True):
             if p.sidecar:
