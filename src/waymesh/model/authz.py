@@ -75,6 +75,7 @@ def applicable(ctx: TranslateContext, proxy: ProxyInfo, kind: str) -> list[Confi
         spec: Any = obj.spec
         refs = spec.target_refs()
         if refs:
+            _check_refs(ctx, obj, refs)
             if any(_targets(ref, obj, proxy) for ref in refs):
                 out.append(obj)
             continue
@@ -93,6 +94,21 @@ def _workload_labels(ctx: TranslateContext, proxy: ProxyInfo) -> dict[str, str]:
 
         return workload_of(ctx, proxy).labels
     return proxy.label_map
+
+
+def _check_refs(ctx: TranslateContext, obj: ConfigObject, refs: list[Any]) -> None:
+    """Say so when a target can never be enforced here (nothing is dropped silently)."""
+    field = "spec.targetRef" if getattr(obj.spec, "targetRef", None) is not None else "spec.targetRefs"
+    for ref in refs:
+        group = ref.group or ""
+        if ref.kind == "Gateway" and group == GATEWAY_API_GROUP:
+            continue
+        if ref.kind == "Service" and group in ("", "core"):
+            report(ctx, obj, field, f"Service {ref.name}: a Service target is enforced by the waypoint that "
+                   "serves it (as in Istio), not by sidecars or gateways", "warning")
+            continue
+        report(ctx, obj, field, f"target {group or 'core'}/{ref.kind} {ref.name} is not supported "
+               "(Gateway API Gateway, or Service for waypoints); the policy does not apply to it", "warning")
 
 
 def _targets(ref: Any, obj: ConfigObject, proxy: ProxyInfo) -> bool:
