@@ -160,3 +160,17 @@ def test_path_normalization_modes(tmp_path: Path) -> None:
         print(mode, results[mode])
     assert results["DECODE_AND_MERGE_SLASHES"][:2] == (0, 0), results["DECODE_AND_MERGE_SLASHES"]
     assert results["BASE"][0] > 0
+
+
+def test_h2_host_header_cannot_contradict_authority(gw: Gateway) -> None:
+    """HTTP/2 with `:authority` allowed and a `host` header naming the denied host: either refused,
+    or the backend sees only the authority that was authorized."""
+    reply = send("h2", gw.port, "/", "public.example.com", [("host", "secret.example.com")])
+    if reply.status == 200:
+        seen = reply.json()
+        assert seen["host"] == "public.example.com", seen
+        assert seen["headers"].get("host", ["public.example.com"]) == ["public.example.com"], seen
+    else:
+        assert _refused(reply), reply.status
+    reply = send("h2", gw.port, "/", "secret.example.com", [("host", "public.example.com")])
+    assert _refused(reply), reply.status
