@@ -118,7 +118,7 @@ def _child_setup() -> None:
         pass
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: str | Path | None = None) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(
@@ -127,7 +127,8 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
-            preexec_fn=_child_setup,  # noqa: PLW1509 - single-threaded at this point is not needed
+            cwd=cwd,
+            preexec_fn=_child_setup,
             close_fds=True,
         )
 

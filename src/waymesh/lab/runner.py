@@ -181,9 +181,10 @@ class LabRunner:
                 )  # fmt: skip
             if p.sidecar:
                 # HOME: the proxy user's /root (if it sees one) is a read-only view.
-                env = {**self._pod_env(pod), "HOME": str(self.dir / "pods" / pod.name)}
+                home = self.dir / "pods" / pod.name
+                env = {**self._pod_env(pod), "HOME": str(home)}
                 self._spawn(f"{pod.name}/sidecar", pod.netns, self._sidecar_argv(p, pod, i), uid=st.proxy_uid,
-                            gid=PROXY_GID, env=env)  # fmt: skip
+                            gid=PROXY_GID, env=env, cwd=home)  # fmt: skip
         st.save()
         for p, pod in zip(self.spec.pods, st.pods, strict=True):
             if p.sidecar:
@@ -272,10 +273,11 @@ class LabRunner:
                 "--ip", pod.address, "--base-id", str(BASE_ID_START + st.index * 1000 + i)]  # fmt: skip
         if st.xds_address:
             args += ["--discovery-address", st.xds_address]
+        # The agent's own directory (bootstrap, SDS socket, token, roots; also its HOME and cwd).
+        d = self.dir / "pods" / pod.name
+        d.mkdir(parents=True, exist_ok=True)
+        os.chown(d, st.proxy_uid if st.proxy_uid is not None else 0, PROXY_GID)
         if "--config-dir" in options:
-            d = self.dir / "pods" / pod.name
-            d.mkdir(parents=True, exist_ok=True)
-            os.chown(d, st.proxy_uid if st.proxy_uid is not None else 0, PROXY_GID)
             args += ["--config-dir", str(d)]
         if "--service-account" in options:
             args += ["--service-account", pod.service_account]
@@ -313,11 +315,11 @@ class LabRunner:
         return out
 
     def _spawn(self, name: str, netns: str | None, argv: list[str], uid: int | None = None,
-               gid: int | None = None, env: dict[str, str] | None = None) -> None:  # fmt: skip
+               gid: int | None = None, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:  # fmt: skip
         assert self.state is not None
         logfile = self.dir / "logs" / (name.replace("/", ".") + ".log")
         full = procs.netns_argv(netns, argv, uid, gid)
-        popen = procs.spawn(full, logfile, env)
+        popen = procs.spawn(full, logfile, env, cwd)
         ps = ProcState(name=name, pid=popen.pid, argv=full, netns=netns, log=str(logfile), started=time.time())
         self.procs.append(_Proc(ps, popen))
         self.state.procs.append(ps)
