@@ -83,6 +83,8 @@ def test_lab_exec_cli_runs_in_the_pod(lab: Lab) -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert f"inet {lab.address('a')}/16" in r.stdout
+    # No IPv6 in pods (capture is IPv4): not even a link-local way around the sidecar.
+    assert lab.exec("a", "ip", "-6", "-o", "addr").stdout.strip() == ""
     r = subprocess.run([sys.executable, "-m", "waymesh", "lab", "status", lab.name, "--json"],
                        capture_output=True, text=True, timeout=30)  # fmt: skip
     (st,) = json.loads(r.stdout)

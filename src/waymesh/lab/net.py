@@ -94,6 +94,10 @@ def create_host(lab: str, netns: str, host_index: int, network: ipaddress.IPv4Ne
 
 def create_pod(netns: str, host_netns: str, veth: str, address: str, gateway: str, prefixlen: int) -> None:
     netns_add(netns)
+    # IPv4 only: capture has no ip6tables rules, so IPv6 (even link-local between pods on one
+    # segment) would be a way around the sidecar. Off before any interface exists.
+    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1"], check=True, timeout=30)  # fmt: skip
     ip("link", "add", veth, "netns", host_netns, "type", "veth", "peer", "name", "eth0", "netns", netns)
     ip("link", "set", veth, "master", "br0", "up", netns=host_netns)
     ip("addr", "add", f"{address}/{prefixlen}", "dev", "eth0", netns=netns)
