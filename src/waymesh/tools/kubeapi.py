@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -429,7 +430,7 @@ class KubeApiServer:
             path,
             # Strict, as kubectl: an unknown or duplicate field is an error, not silently dropped.
             params={"fieldManager": field_manager, "force": "true", "fieldValidation": "Strict"},
-            content=yaml.safe_dump(obj).encode(),
+            content=json.dumps(obj).encode(),  # JSON is YAML, and 10x faster to write than PyYAML
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
         if r.status_code >= 300:
