@@ -37,6 +37,7 @@ from waymesh.model.istio_routes import DEFAULT_RETRY, http_routes
 from waymesh.model.istio_upstreams import Upstreams
 from waymesh.model.problems import report
 from waymesh.model.proxy import ProxyInfo
+from waymesh.model.recording import capture, replay
 from waymesh.model.registry import Service, ServicePort
 from waymesh.model.service_vips import auto_vip
 from waymesh.model.sidecar_workload import Workload, service_identities, workload_of
@@ -66,7 +67,7 @@ def sidecar_config(ctx: TranslateContext, proxy: ProxyInfo) -> ir.ProxyConfig:
 
     ctx.proxy_kind = "sidecar"
     workload = workload_of(ctx, proxy)
-    outbound = _Outbound(ctx, workload).run()
+    outbound = _shared_outbound(ctx, workload)
     inbound = inbound_config(ctx, workload)
     return ir.ProxyConfig(
         listeners=outbound.listeners + inbound.listeners,
@@ -74,6 +75,48 @@ def sidecar_config(ctx: TranslateContext, proxy: ProxyInfo) -> ir.ProxyConfig:
         clusters=outbound.clusters + inbound.clusters,
         secrets=outbound.secrets,
     )
+
+
+def _shared_outbound(ctx: TranslateContext, workload: Workload) -> ir.ProxyConfig:
+    """The outbound side, shared by the sidecars that would get the same one.
+
+    It depends on the workload only through its namespace, the Sidecar resource that applies and
+    (when some VirtualService matches on `sourceLabels`) its labels. Kept in the route cache,
+    which the index empties on any change other than a Gateway API route: a hit is exact, and its
+    recorded reads are replayed so the proxy's dependencies stay whole. Sharing the IR objects
+    also lets the resource builder reuse their serialized xDS by identity.
+    """
+    cache = ctx.route_cache
+    if cache is None:
+        return _Outbound(ctx, workload).run()
+    sc = sidecar_resource(ctx, workload)
+    labels = tuple(sorted(workload.labels.items())) if _source_labels_used(ctx) else None
+    owner = ("sidecar-outbound", workload.namespace)
+    key = (sc.key if sc is not None else None, labels)
+    hit = cache.lookup(owner, key)
+    if hit is not None:
+        (config, problems), reads = hit
+        replay(ctx, reads)
+        for p in problems:
+            if p not in ctx.problems:
+                ctx.problems.append(p)
+        return config  # type: ignore[no-any-return]
+    cache.begin(owner)
+    before = len(ctx.problems)
+    with capture(ctx) as reads:
+        config = _Outbound(ctx, workload).run()
+    cache.store(owner, key, (config, tuple(ctx.problems[before:])), reads)
+    cache.end(owner)
+    return config
+
+
+def _source_labels_used(ctx: TranslateContext) -> bool:
+    for vs in ctx.store.list(ISTIO_NETWORKING, "VirtualService"):
+        spec: Any = vs.spec
+        for route in (*spec.http, *spec.tcp, *spec.tls):
+            if any(m.sourceLabels for m in route.match):
+                return True
+    return False
 
 
 # --- scope -----------------------------------------------------------------------------------
