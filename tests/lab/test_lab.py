@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -19,7 +20,7 @@ from waymesh.capture.rules import CaptureConfig
 from waymesh.lab import net
 from waymesh.lab.control import spawn_supervisor, wait_ready
 from waymesh.lab.runner import down
-from waymesh.lab.state import LabState, lab_dir, root_link
+from waymesh.lab.state import lab_dir, root_link
 from waymesh.lab.testing import Lab, lab_from_yaml, looks_like_tls, unique_name, with_name
 
 pytestmark = pytest.mark.lab
@@ -243,50 +244,26 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-def test_up_then_sigterm_tears_down_and_a_second_lab_gets_another_network(tmp_path: Path) -> None:
+def test_labs_started_at_once_get_different_networks_and_sigterm_tears_down(tmp_path: Path) -> None:
     one_pod = "name: x\ncontrolPlane: {enabled: false}\npods: [{name: p, command: sleep 60}]\n"
-    with lab_from_yaml(one_pod, prefix="l1") as first, lab_from_yaml(one_pod, prefix="l2") as second:
-        assert first.state.network != second.state.network
-        st1 = LabState.load(first.name)
-        assert st1 is not None and st1.phase == "ready"
-        index = st1.index
-    _assert_gone(first.name, index)
-
-
-SIDECARS = """
-name: x
-pods:
-- {name: web, command: waymesh echo --port 9080 --name web, labels: {app: web}, ports: [9080], sidecar: true,
-   serviceAccount: web, capture: {excludeInboundPorts: [2222]}}
-services:
-- {name: web, ports: [{port: 80, targetPort: 9080}], selector: {app: web}}
-"""
-
-
-def _ids(pid: int) -> tuple[int, int]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
-
-
-def test_sidecar_pod_runs_its_agent_as_the_proxy_user_behind_capture() -> None:
-    with lab_from_yaml(SIDECARS, prefix="sc") as lab:
-        st = lab.state
-        # The agent got through capture to the control plane (it is ready: it has its config).
-        assert st.phase == "ready" and st.xds_address == f"{st.gateway}:15010"
-        rules = capture.show(lab.netns("web"))
-        assert "-A WAYMESH_INBOUND -p tcp -m tcp --dport 2222 -j RETURN" in rules
-        sidecar = next(p for p in st.procs if p.name == "web/sidecar")
-        assert "--service-account" in sidecar.argv and "web" in sidecar.argv
-        # Every process of the agent (python, Envoy) runs with the proxy gid (and uid if usable).
-        pids = net.netns_pids(lab.netns("web"))
-        app = next(p for p in st.procs if p.name == "web/app")
-        proxy_pids = [p for p in pids if _ids(p)[1] == 1337]
-        assert st.proxy_uid == 1337  # also when Python lives under /root (see docs/lab.md)
-        assert proxy_pids and all(_ids(p) == (1337, 1337) for p in proxy_pids)
-        assert any(b"envoy" in Path(f"/proc/{p}/comm").read_bytes() for p in proxy_pids)
-        assert _ids(app.pid)[1] == 0 or app.pid not in proxy_pids  # the app is not exempt
-        generated = (lab_dir(lab.name) / "config" / "lab.yaml").read_text()
-        assert "kind: WorkloadEntry" in generated and "security.istio.io/tlsMode: istio" in generated
+    names = [unique_name("par"), unique_name("par")]
+    procs = []
+    for n in names:
+        (tmp_path / f"{n}.yaml").write_text(with_name(one_pod, n))
+        procs.append(spawn_supervisor(tmp_path / f"{n}.yaml", n, 60))
+    try:
+        states = [wait_ready(p, n, 120) for p, n in zip(procs, names, strict=True)]
+        assert states[0].network != states[1].network
+        assert states[0].pods[0].address != states[1].pods[0].address
+        labs = [Lab(n, p) for n, p in zip(names, procs, strict=True)]
+        for lab in labs:
+            lab.supervisor.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            assert lab.supervisor.wait(60) == 0  # type: ignore[union-attr]
+        for st in states:
+            _assert_gone(st.name, st.index)
+    finally:
+        for n in names:
+            down(n)
 
 
 def test_a_pod_that_never_listens_fails_the_start_and_leaves_nothing() -> None:
