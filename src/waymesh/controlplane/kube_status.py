@@ -119,6 +119,8 @@ class StatusWriter:
         self.writes = 0
         self.skipped = 0
         self.conflicts = 0
+        # Per object: [writes, skipped] (for debugging and tests).
+        self.counts: dict[ConfigKey, list[int]] = {}
 
     # Subscriber of ControlPlane.status_subscribers: cheap, called after every status refresh.
     def update(self, statuses: dict[ConfigKey, dict[str, Any]]) -> None:
@@ -211,7 +213,7 @@ class StatusWriter:
             merged = merge_entries(list(status_now.get(field) or []), new_status.get(field, []), self.controllers)
             keep_transition_times({field: merged}, status_now)
             if merged == (status_now.get(field) or []):
-                self.skipped += 1
+                self._count(key, 1)
                 return False
             # The resourceVersion makes this a compare-and-swap: another controller's entries
             # written meanwhile are not lost (409, redone on the fresh object).
@@ -219,16 +221,23 @@ class StatusWriter:
         else:
             keep_transition_times(new_status, status_now)
             if all(status_now.get(k) == v for k, v in new_status.items()):
-                self.skipped += 1
+                self._count(key, 1)
                 return False
             patch = {"status": new_status}
         stored = await self.client.request(
             "PATCH", res.path(key.namespace, key.name, "status"), body=patch, content_type=MERGE_PATCH
         )
         self.source.latest[key] = stored
-        self.writes += 1
+        self._count(key, 0)
         log.debug("status of %s written", key)
         return True
+
+    def _count(self, key: ConfigKey, which: int) -> None:
+        self.counts.setdefault(key, [0, 0])[which] += 1
+        if which:
+            self.skipped += 1
+        else:
+            self.writes += 1
 
     def _service_addresses(self, key: ConfigKey, gateway: dict[str, Any]) -> list[dict[str, str]]:
         """Where clients reach a deployed gateway: its Service's load-balancer ingress, else its
