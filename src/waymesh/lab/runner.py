@@ -112,6 +112,8 @@ class LabRunner:
 
     def _up(self) -> LabState:
         name = self.spec.name
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, veths, iptables): run it with sudo")
         self._check_not_running()
         wanted = ipaddress.IPv4Network(self.spec.network) if self.spec.network else None
         with _allocation_lock():
@@ -208,7 +210,9 @@ class LabRunner:
         """What every lab process finds in its environment (Kubernetes/Istio names where they exist)."""
         st = self.state
         assert st is not None
-        env = {"WAYMESH_LAB": st.name, "WAYMESH_LAB_NETWORK": st.network}
+        # WAYMESH_LAB_STATE: state.json (pods with their netns, addresses, hosts), for a node proxy.
+        env = {"WAYMESH_LAB": st.name, "WAYMESH_LAB_NETWORK": st.network,
+               "WAYMESH_LAB_STATE": str(self.dir / "state.json")}  # fmt: skip
         if st.xds_address:
             env["WAYMESH_XDS_ADDRESS"] = st.xds_address
         if st.ca_address:
