@@ -134,3 +134,20 @@ async def test_a_new_root_reaches_rootca_and_the_agent_moves_to_it(ca: CaServer,
         assert secrets["ROOTCA"].validation_context.trusted_ca.inline_string.count("BEGIN CERTIFICATE") == 2
     finally:
         await service.stop()
+
+
+async def test_starts_before_the_root_file_exists_and_enrols_once_it_does(ca: CaServer, tmp_path: Path) -> None:
+    opts = options(ca, tmp_path, retry_initial=0.05, retry_max=0.2)
+    real_root = opts.root_cert_file
+    assert real_root is not None
+    opts.root_cert_file = tmp_path / "not-yet" / "trust-bundle.pem"
+    service = await start_identity(opts)
+    try:
+        await asyncio.sleep(0.3)
+        assert service.current is None and "is missing or empty" in service.last_error
+        opts.root_cert_file.parent.mkdir()
+        opts.root_cert_file.write_bytes(real_root.read_bytes())
+        await service.wait_ready(10)
+        assert service.current is not None
+    finally:
+        await service.stop()

@@ -96,8 +96,10 @@ class IdentityService:
 
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # No root yet (the CA has not written it): start anyway, and look again before each request.
         self.bundle_pem = self._initial_bundle()
-        _write(self.run_dir / ROOT_FILE, self.bundle_pem.encode())
+        if self.bundle_pem:
+            _write(self.run_dir / ROOT_FILE, self.bundle_pem.encode())
         self._client = CaClient(self.options.ca_address, self.bundle_pem.encode(), self.options.server_name)
         self._load_saved()
         await self.sds.start()
@@ -128,12 +130,18 @@ class IdentityService:
             with contextlib.suppress(OSError, ValueError):
                 for cert in x509.load_pem_x509_certificates(path.read_bytes()):
                     roots.setdefault(pki.fingerprint(cert), cert)
-        if not roots:
-            raise FileNotFoundError(
+        return pki.certs_pem(roots.values()).decode() if roots else ""
+
+    def _need_bundle(self) -> None:
+        if self.bundle_pem:
+            return
+        bundle = self._initial_bundle()
+        if not bundle:
+            raise RuntimeError(
                 f"no CA root to verify {self.options.ca_address} with: "
-                f"{self.options.root_cert_file or _default_root_file()} (--ca-root-file) is missing"
+                f"{self.options.root_cert_file or _default_root_file()} (--ca-root-file) is missing or empty"
             )
-        return pki.certs_pem(roots.values()).decode()
+        self._set_bundle(bundle)
 
     def _set_bundle(self, bundle_pem: str) -> None:
         if bundle_pem == self.bundle_pem:
@@ -149,6 +157,7 @@ class IdentityService:
         while True:
             assert self._client is not None
             try:
+                self._need_bundle()
                 async for bundle in self._client.watch_bundle():
                     delay = self.options.retry_initial
                     self.signing_root = bundle.signing_root
@@ -160,6 +169,8 @@ class IdentityService:
                         asyncio.get_running_loop().call_later(random.uniform(0, 2), self._renew_now.set)
             except grpc.aio.AioRpcError as e:
                 log.debug("trust bundle watch: %s", e.details())
+            except RuntimeError as e:  # no root yet; the renew loop says so in the log
+                log.debug("trust bundle watch: %s", e)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.options.retry_max)
 
@@ -174,10 +185,8 @@ class IdentityService:
             return
         if pki.uri_sans(leaf) != [self.identity.uri] or leaf.not_valid_after_utc.timestamp() <= time.time():
             return
-        root_fp = next(
-            (pki.fingerprint(r) for r in x509.load_pem_x509_certificates(self.bundle_pem.encode())
-             if _chains_to(chain_pem, r)), "",
-        )  # fmt: skip
+        trusted = x509.load_pem_x509_certificates(self.bundle_pem.encode()) if self.bundle_pem else []
+        root_fp = next((pki.fingerprint(r) for r in trusted if _chains_to(chain_pem, r)), "")
         # obtained unknown: count from not_before + backdate, so a restart does not delay renewal
         obtained = leaf.not_valid_before_utc.timestamp() + pki.BACKDATE.total_seconds()
         self.current = Issued(chain_pem, key_pem, leaf, root_fp, obtained)
@@ -214,6 +223,7 @@ class IdentityService:
 
     async def _obtain(self) -> None:
         assert self._client is not None
+        self._need_bundle()
         key = pki.new_key()
         csr = pki.make_csr(key, [self.identity.uri])
         cur = self.current
@@ -262,7 +272,7 @@ class IdentityService:
             return None
 
     def _publish(self) -> None:
-        secrets = [root_secret(self.bundle_pem)]
+        secrets = [root_secret(self.bundle_pem)] if self.bundle_pem else []
         if self.current is not None:
             secrets.append(certificate_secret(self.current.chain_pem, self.current.key_pem))
             self.ready.set()

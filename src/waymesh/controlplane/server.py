@@ -118,11 +118,12 @@ class ControlPlane:
         self._tasks.append(asyncio.create_task(self._status_loop(), name="status-loop"))
         if self.options.credentials_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_credentials(), name="credentials"))
-        await self.xds.start(self.options.xds_host, self.options.xds_port)
         if self.options.ca_port is not None:
             from waymesh.ca.service import start_ca
 
+            # before xDS: once 15010 answers, the CA and its trust-bundle.pem are there too
             self.ca = await start_ca(self.options, self.mesh.trustDomain, self.xds)
+        await self.xds.start(self.options.xds_host, self.options.xds_port)
         await self._start_debug()
         log.info(
             "control plane serving xDS on %s:%d, debug on http://%s:%d",
