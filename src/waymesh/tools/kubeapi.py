@@ -112,6 +112,12 @@ class _Proc:
         except OSError:
             return ""
 
+    def _stop_processes(self) -> None:
+        self._close_http()
+        for proc in (self._apiserver, self._etcd):
+            if proc is not None:
+                proc.stop()
+
     def rss_bytes(self) -> int:
         if not self.alive():
             return 0
@@ -192,6 +198,20 @@ class KubeApiServer:
                 "(builds kube-apiserver and etcd from the Go module proxy)"
             )
         self._write_pki()
+        # A free port can be taken by another process before etcd or the API server binds it
+        # (several test sessions share the machine): then try again with new ports.
+        for attempt in range(3):
+            try:
+                self._start_processes()
+                return
+            except BaseException as e:
+                self._stop_processes()
+                if attempt == 2 or "address already in use" not in str(e):
+                    self.stop()
+                    raise
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+
+    def _start_processes(self) -> None:
         etcd_port, peer_port = free_port(), free_port()
         self.port = free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -249,11 +269,7 @@ class KubeApiServer:
             ],
             self.workdir / "kube-apiserver.log",
         )
-        try:
-            self._start_apiserver()
-        except BaseException:
-            self.stop()
-            raise
+        self._start_apiserver()
         self._write_kubeconfig()
 
     def restart(self) -> None:
@@ -264,12 +280,15 @@ class KubeApiServer:
         self._start_apiserver()
 
     def stop(self) -> None:
+        self._stop_processes()
+        if self._own_workdir and os.environ.get("WAYMESH_KEEP_KUBE_DIR") != "1":
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _stop_processes(self) -> None:
         self._close_http()
         for proc in (self._apiserver, self._etcd):
             if proc is not None:
                 proc.stop()
-        if self._own_workdir and os.environ.get("WAYMESH_KEEP_KUBE_DIR") != "1":
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each process, e.g. {"kube-apiserver": 3e8, "etcd": 4e7}."""
