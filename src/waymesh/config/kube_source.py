@@ -102,12 +102,14 @@ class KubeSource:
         discovery_interval: float = 10.0,
         watch_timeout: int = 300,
         secret_types: Iterable[str] = SECRET_TYPES,
+        initial_sync_timeout: float = 60.0,
     ) -> None:
         self.client = client
         self.store = store
         self.discovery_interval = discovery_interval
         self.watch_timeout = watch_timeout
         self.secret_types = tuple(secret_types)
+        self.initial_sync_timeout = initial_sync_timeout
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._watched: dict[tuple[str, str, str | None], _Watched] = {}
@@ -138,8 +140,13 @@ class KubeSource:
                 delay = backoff.next()
                 log.warning("Kubernetes API discovery failed (%s); retrying in %.1fs", err, delay)
                 await asyncio.sleep(delay)
-        # One batch for everything listed at start-up.
-        await asyncio.gather(*(w.reflector.synced.wait() for w in self._watched.values()))
+        # One batch for everything listed at start-up. A kind that cannot be listed (RBAC, a
+        # broken CRD) must not keep the control plane from serving the rest: it joins later.
+        waits = {asyncio.ensure_future(w.reflector.synced.wait()): w for w in self._watched.values()}
+        _, pending = await asyncio.wait(waits, timeout=self.initial_sync_timeout)
+        for fut in pending:
+            fut.cancel()
+            log.warning("Kubernetes: %s not listed yet; starting without it", waits[fut].res.kind)
         self._flush()
         self.ready.set()
         log.info("Kubernetes: %d kinds watched, %d objects in force", len(self._watched), len(self.store))
