@@ -88,6 +88,10 @@ async def run_webhook_forever(client: Any, options: WebhookOptions) -> None:
             log.error("injection webhook cannot listen on %s:%d: %s", options.host, options.port, exc)
             return
         except Exception as exc:
-            log.warning("injection webhook: %s; retrying in %.0f s", exc, delay)
+            hint = ""
+            if getattr(exc, "code", None) == 404:
+                hint = (f" (its certificate Secret lives in namespace {options.namespace}: "
+                        "--lease-namespace / POD_NAMESPACE; --no-injection-webhook runs without it)")  # fmt: skip
+            log.warning("injection webhook: %s%s; retrying in %.0f s", exc, hint, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
