@@ -554,6 +554,9 @@ def _jwt_provider(ctx: TranslateContext, obj: ConfigObject, path: str, name: str
         report(ctx, obj, path, "set jwks or jwksUri: waymesh does not discover keys from the issuer "
                f"(OpenID discovery); tokens of issuer {rule.issuer} are rejected")
         return None
+    if rule.spaceDelimitedClaims:
+        report(ctx, obj, f"{path}.spaceDelimitedClaims", "not supported by waymesh: those claims are matched as "
+               "whole strings (a space-separated `scope` matches only its exact value)", "warning")
     headers = tuple((h.name.lower(), h.prefix or "") for h in rule.fromHeaders)
     return az.JwtProvider(
         name=name, issuer=rule.issuer, audiences=tuple(rule.audiences), jwks=rule.jwks, remote=remote,
