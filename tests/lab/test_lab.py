@@ -266,6 +266,42 @@ def test_labs_started_at_once_get_different_networks_and_sigterm_tears_down(tmp_
             down(n)
 
 
+SIDECARS = """
+name: x
+pods:
+- {name: web, command: waymesh echo --port 9080 --name web, labels: {app: web}, ports: [9080], sidecar: true,
+   serviceAccount: web, capture: {excludeInboundPorts: [2222]}}
+services:
+- {name: web, ports: [{port: 80, targetPort: 9080}], selector: {app: web}}
+"""
+
+
+def _ids(pid: int) -> tuple[int, int]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
+
+
+def test_sidecar_pod_runs_its_agent_as_the_proxy_user_behind_capture() -> None:
+    with lab_from_yaml(SIDECARS, prefix="sc") as lab:
+        st = lab.state
+        # The agent got through capture to the control plane (it is ready: it has its config).
+        assert st.phase == "ready" and st.xds_address == f"{st.gateway}:15010"
+        rules = capture.show(lab.netns("web"))
+        assert "-A WAYMESH_INBOUND -p tcp -m tcp --dport 2222 -j RETURN" in rules
+        sidecar = next(p for p in st.procs if p.name == "web/sidecar")
+        assert "--service-account" in sidecar.argv and "web" in sidecar.argv
+        # Every process of the agent (python, Envoy) runs with the proxy gid (and uid if usable).
+        pids = net.netns_pids(lab.netns("web"))
+        app = next(p for p in st.procs if p.name == "web/app")
+        proxy_pids = [p for p in pids if _ids(p)[1] == 1337]
+        assert st.proxy_uid == 1337  # also when Python lives under /root (see docs/lab.md)
+        assert proxy_pids and all(_ids(p) == (1337, 1337) for p in proxy_pids)
+        assert any(b"envoy" in Path(f"/proc/{p}/comm").read_bytes() for p in proxy_pids)
+        assert _ids(app.pid)[1] == 0 or app.pid not in proxy_pids  # the app is not exempt
+        generated = (lab_dir(lab.name) / "config" / "lab.yaml").read_text()
+        assert "kind: WorkloadEntry" in generated and "security.istio.io/tlsMode: istio" in generated
+
+
 def test_a_pod_that_never_listens_fails_the_start_and_leaves_nothing() -> None:
     never = "name: x\ncontrolPlane: {enabled: false}\npods: [{name: p, command: sleep 60, ports: [9999]}]\n"
     with pytest.raises(RuntimeError, match=r"port 9999 of p not ready after 2s") as e:
