@@ -83,6 +83,24 @@ async def test_objects_edits_and_deletes_reach_the_store(kube_api: KubeApiServer
         await in_thread(kube_api.apply_yaml, _objects(ns, "/v2"))
         await eventually(lambda: _route_path(store, ns) == "/v2", what="the edit")
 
+        # Pods are workloads: their status (IP, readiness) comes with them.
+        pod = {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echo-0", "namespace": ns, "labels": {"app": "echo"}},
+            "spec": {"containers": [{"name": "echo", "image": "waymesh:dev", "ports": [{"name": "http", "containerPort": 8080}]}]},
+        }  # fmt: skip
+        await in_thread(kube_api.apply, pod)
+        pod_key = ConfigKey(CORE, "Pod", ns, "echo-0")
+        await eventually(lambda: store.get(pod_key), what="the Pod")
+        status = {"status": {"phase": "Running", "podIP": "10.1.2.4", "conditions": [{"type": "Ready", "status": "True"}]}}
+        path = kube_api.resource_path("v1", "Pod", ns, "echo-0") + "/status"
+        resp = await in_thread(
+            kube_api.http.patch, path, json=status, headers={"Content-Type": "application/merge-patch+json"}
+        )
+        assert resp.status_code == 200, resp.text
+        await eventually(lambda: store.get(pod_key).spec.ip == "10.1.2.4", what="the Pod's IP")
+        workload = store.get(pod_key).spec
+        assert workload.ready and workload.port_named("http") == 8080 and workload.service_account == "default"
+
         await in_thread(kube_api.delete, "gateway.networking.k8s.io/v1", "HTTPRoute", "route", ns)
         await eventually(lambda: _route_path(store, ns) is None, what="the delete")
 

@@ -95,6 +95,29 @@ async def test_status_written_merged_and_not_rewritten(kube_api: KubeApiServer, 
         assert conds["Accepted"]["observedGeneration"] == gw["metadata"]["generation"]
         assert status["listeners"][0]["attachedRoutes"] == 1
 
+        # A Gateway without spec.addresses is reached through its Service (as deployed for it).
+        await in_thread(kube_api.apply_yaml, f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw2, namespace: {ns}}}
+spec:
+  gatewayClassName: waymesh
+  listeners: [{{name: http, protocol: HTTP, port: 8081}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: gw2-waymesh, namespace: {ns}, labels: {{gateway.networking.k8s.io/gateway-name: gw2}}}}
+spec:
+  ports: [{{name: http, port: 8081}}]
+""")
+        svc = kube_api.get("v1", "Service", "gw2-waymesh", ns)
+        cluster_ip = svc["spec"]["clusterIP"]
+        await eventually(
+            lambda: ((kube_api.get(GW, "Gateway", "gw2", ns) or {}).get("status") or {}).get("addresses")
+            == [{"type": "IPAddress", "value": cluster_ip}],
+            what="gw2's address from its Service",
+        )
+
         def parents() -> list[dict] | None:
             obj = kube_api.get(GW, "HTTPRoute", "route", ns)
             entries = ((obj or {}).get("status") or {}).get("parents") or []
