@@ -475,3 +475,21 @@ def test_tcp_chains_get_l4_rules(env: Env) -> None:
     # The CUSTOM gRPC provider also checks TCP connections (network ext_authz, no HTTP attributes).
     assert "" in env.grpc_authz.calls[before:]
     assert env.stats("grpc", "tcp.rbac.denied") >= 1
+
+
+def test_policy_edits_apply_live(env: Env) -> None:
+    assert env.get("app.example.com", "/live-edit").status == 200
+    env.mesh.write("live.yaml", """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: live, namespace: default}
+spec:
+  selector: {matchLabels: {istio: main}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [/live-edit]}}]
+""")
+    wait_until(lambda: env.get("app.example.com", "/live-edit").status == 403, timeout=15, what="new DENY in force")
+    assert env.get("app.example.com", "/x").status == 200
+    env.mesh.remove("live.yaml")
+    wait_until(lambda: env.get("app.example.com", "/live-edit").status == 200, timeout=15, what="DENY removed")
