@@ -260,9 +260,9 @@ KINDS = (("v1", "ServiceAccount"), ("apps/v1", "Deployment"), ("v1", "Service"))
 class GatewayDeployer:
     """Keeps each waymesh Gateway's proxy objects in the API in line with the config store.
 
-    `kick()` after any change to Gateways or GatewayClasses; the loop coalesces kicks and
-    re-syncs. The loop runs only while `leading` is set (the Lease holder); a new leader starts
-    with an empty cache, so its first pass applies everything once and prunes orphans.
+    `kick()` after any change to Gateways or GatewayClasses (or `follow(store)`); the loop
+    coalesces kicks and re-syncs. A new deployer starts with an empty cache, so its first pass
+    applies everything once and prunes orphans.
     """
 
     def __init__(
@@ -302,8 +302,9 @@ class GatewayDeployer:
             out.append(gateway_dict(gw))
         return out
 
-    async def run(self, leading: asyncio.Event | None = None, synced: asyncio.Event | None = None) -> None:
-        """Sync until cancelled. `synced`: set once the store holds the API's initial lists;
+    async def run(self, synced: asyncio.Event | None = None) -> None:
+        """Sync until cancelled (Kubernetes mode runs this as a leader task: cancelled when the
+        replica stops leading). `synced`: set once the store holds the API's initial lists;
         before that an empty store would look like "every Gateway was deleted"."""
         if synced is not None:
             await synced.wait()
@@ -315,9 +316,6 @@ class GatewayDeployer:
                 # Nothing watches the deployed objects themselves: re-apply everything now and
                 # then, so one deleted or edited by hand comes back.
                 self._applied.clear()
-            if leading is not None and not leading.is_set():
-                self._applied.clear()  # when we lead again, start from what the API has
-                await leading.wait()
             self._wake.clear()
             try:
                 await self.sync_once()
