@@ -64,8 +64,12 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    base: Path = tmp_path_factory.mktemp("authz-lab")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("authz-lab")
+
+
+@pytest.fixture(scope="module")
+def lab(base: Path) -> Iterator[Lab]:
     (base / "mesh").mkdir()
     (base / "mesh" / "policies.yaml").write_text(POLICIES)
     with lab_from_yaml(LAB, prefix="az", workdir=base, timeout=90) as lab:
@@ -112,3 +116,17 @@ def test_a_client_that_skips_its_own_sidecar_is_refused(lab: Lab) -> None:
         lab.http_get("plain", f"http://{addr}:9080/books", timeout=5)
     # The client through its sidecar is still served.
     assert lab.http_get("client", "http://reviews/books")[0] == 200
+
+
+def test_permissive_plaintext_has_no_principal(lab: Lab, base: Path) -> None:
+    """Under PERMISSIVE a plaintext client connects, but has no peer identity: the ALLOW rule
+    on principals does not match it (403), while mTLS clients keep their identity."""
+    addr = lab.address("reviews")
+    policies = base / "mesh" / "policies.yaml"
+    policies.write_text(POLICIES.replace("mode: STRICT", "mode: PERMISSIVE"))
+    try:
+        _eventually(lambda: lab.http_get("plain", f"http://{addr}:9080/books", timeout=5)[0] == 403, 30,
+                    "PERMISSIVE plaintext reaches the sidecar and is refused by the ALLOW policy")
+        assert lab.http_get("client", "http://reviews/books")[0] == 200
+    finally:
+        policies.write_text(POLICIES)
