@@ -17,14 +17,14 @@ BENCHMARKS = ("propagation", "routechange", "routescale", "attached", "fanout", 
 # `bench all`: the configuration the targets are stated for. `--quick`: the same with
 # small sizes (a few minutes; figures not comparable with the targets).
 SUITE: list[tuple[str, list[str], list[str]]] = [
-    # (benchmark, full arguments, quick arguments)
+    # (benchmark, full arguments, quick arguments); the headline figures first
     ("propagation", ["--routes", "3000"], ["--routes", "300"]),
-    ("propagation", ["--routes", "300", "--attached", "1000", "--churn"], ["--routes", "50", "--attached", "200", "--churn"]),
-    ("routechange", [], ["--switches", "6", "--interval", "0.3"]),
+    ("fanout", ["--clients", "1000", "--services", "1000"], ["--clients", "100", "--services", "100", "--processes", "2"]),
     ("routescale", ["--duration", "120"], ["--namespaces", "10", "--routes-per-namespace", "20", "--duration", "20"]),
     ("attached", ["--routes", "1000"], ["--routes", "200"]),
-    ("fanout", ["--clients", "1000", "--services", "1000"], ["--clients", "100", "--services", "100", "--processes", "2"]),
+    ("routechange", [], ["--switches", "6", "--interval", "0.3"]),
     ("traffic", [], ["--seconds", "2"]),
+    ("propagation", ["--routes", "300", "--attached", "1000", "--churn"], ["--routes", "50", "--attached", "200", "--churn"]),
 ]
 
 
