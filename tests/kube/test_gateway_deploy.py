@@ -120,3 +120,23 @@ async def test_deleted_deployment_comes_back_on_resync(kube_api, kube_namespace,
     deployer.resync_interval = 0.2
     deployer.kick()  # wake the loop so it picks up the short interval
     await eventually(lambda: kube_api.get("apps/v1", "Deployment", "edge-waymesh", ns), what="Deployment back")
+
+
+async def test_gateway_pod_is_admitted_under_restricted_pod_security(kube_api):
+    """The Deployment's Pod template, created as a Pod where `restricted` is enforced."""
+    from waymesh.controlplane.kube_gateway_deploy import gateway_resources
+
+    ns = f"restricted-{uuid.uuid4().hex[:6]}"
+    await in_thread(kube_api.create_namespace, ns, {"pod-security.kubernetes.io/enforce": "restricted"})
+    sa, deploy, _ = gateway_resources(gateway("edge", ns, "waymesh", [80, 443]))
+    await in_thread(kube_api.apply, sa)
+    template = deploy["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "edge-0", "namespace": ns,
+           "labels": template["metadata"]["labels"]}, "spec": template["spec"]}  # fmt: skip
+    r = await in_thread(kube_api.http.post, f"/api/v1/namespaces/{ns}/pods", json=pod)
+    assert r.status_code == 201, r.text
+    # the namespace does enforce: without the seccomp profile the same Pod is refused
+    pod["metadata"]["name"] = "edge-1"
+    del pod["spec"]["securityContext"]["seccompProfile"]
+    r = await in_thread(kube_api.http.post, f"/api/v1/namespaces/{ns}/pods", json=pod)
+    assert r.status_code == 403 and "seccompProfile" in r.text, r.text

@@ -108,6 +108,9 @@ def gateway_resources(gateway: dict[str, Any], options: DeployOptions | None = N
                     "securityContext": {
                         # The proxy runs unprivileged yet listens on the Gateway's ports (80, 443).
                         "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+                        # admissible in namespaces that enforce the `restricted` Pod Security level
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [_router_container(gw_name, name, ports, options)],
                     "volumes": [{"name": "waymesh-envoy", "emptyDir": {"medium": "Memory"}}],
