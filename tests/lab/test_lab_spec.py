@@ -78,6 +78,11 @@ def test_yaml_syntax_error_has_a_line() -> None:
     assert _error("name: x\npods: [\n").startswith("lab.yaml:")
 
 
+def test_sidecar_needs_the_control_plane() -> None:
+    text = GOOD.replace("name: shop\n", "name: shop\ncontrolPlane: {enabled: false}\n")
+    assert _error(text).startswith("lab.yaml:11: field pods[0].sidecar: a sidecar needs the control plane")
+
+
 def test_host_required_with_several_hosts() -> None:
     text = GOOD.replace("  host: node-1\n", "", 1)
     assert "pods[0]: host is required when the lab has more than one host" in _error(text)

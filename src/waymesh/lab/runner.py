@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import ipaddress
 import logging
 import os
@@ -471,7 +472,8 @@ def _http_ok(netns: str, host: str, port: int, path: str) -> bool:
     return net.in_netns(netns, probe)
 
 
-def _command_options(*path: str) -> set[str]:
+@functools.cache
+def _command_options(*path: str) -> frozenset[str]:
     """The option strings of `waymesh <path>` (empty if the command does not exist): the lab
     passes the sidecar and control plane only flags they have, as those commands grow."""
     import typer.main
@@ -484,8 +486,8 @@ def _command_options(*path: str) -> set[str]:
         get = getattr(cmd, "get_command", None)
         cmd = get(ctx, part) if get else None
         if cmd is None:
-            return set()
-    return {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+            return frozenset()
+    return frozenset(opt for p in cmd.params for opt in getattr(p, "opts", []))
 
 
 def status(name: str) -> LabState | None:

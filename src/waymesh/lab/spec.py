@@ -243,6 +243,8 @@ class LabSpec(_Model):
             seen[p.name] = "pod"
             if p.host is None and len(self.hosts) > 1:
                 raise _AtPath(("pods", i), "host is required when the lab has more than one host")
+            if p.sidecar and not self.controlPlane.enabled:
+                raise _AtPath(("pods", i, "sidecar"), "a sidecar needs the control plane (controlPlane.enabled is false)")
             if p.host is not None and p.host not in hosts:
                 raise _AtPath(("pods", i, "host"), f"no host named {p.host!r} (hosts: {', '.join(sorted(hosts))})")
             if p.address is not None:
