@@ -111,7 +111,13 @@ def register(app: typer.Typer) -> None:
         install_event_loop()
         try:
             if kube_mode:
+                from waymesh.config.kube_client import KubeConfigError, load_config
                 from waymesh.controlplane.kube_mode import KubeOptions, run_kube_control_plane
+
+                try:
+                    load_config(kubeconfig, context, in_cluster)
+                except KubeConfigError as err:
+                    raise typer.BadParameter(str(err), param_hint="--in-cluster" if in_cluster else "--kubeconfig") from None
                 from waymesh.controlplane.kube_proxies import KubeProxyOptions
 
                 proxies = KubeProxyOptions(

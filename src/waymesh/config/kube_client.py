@@ -69,11 +69,34 @@ class ApiResource:
         return base
 
 
-class KubeClient:
-    def __init__(self, config: KubeConfig, context: str | None = None) -> None:
+class KubeConfigError(ValueError):
+    """The kubeconfig (or in-cluster service account) cannot be used; the message says why."""
+
+
+def load_config(path: str | Path | None = None, context: str | None = None, in_cluster: bool = False) -> Any:
+    """The cluster and user to talk to (a lightkube SingleConfig), or KubeConfigError."""
+    from lightkube.core.exceptions import ConfigError
+
+    try:
+        if in_cluster:
+            config = KubeConfig.from_service_account()
+        elif path is None:
+            config = KubeConfig.from_env()
+        else:
+            config = KubeConfig.from_file(path)
         single = config.get(context_name=context)
-        if single is None:
-            raise ValueError(f"kubeconfig has no context {context!r}" if context else "kubeconfig has no current context")
+    except KeyError as err:  # KUBERNETES_SERVICE_HOST/PORT unset: not in a pod
+        raise KubeConfigError(f"not running in a cluster: {err.args[0]} is not set") from None
+    except (ConfigError, OSError, ValueError) as err:
+        where = "the in-cluster service account" if in_cluster else f"kubeconfig {path or '(default)'}"
+        raise KubeConfigError(f"{where}: {err}") from None
+    if single is None:
+        raise KubeConfigError(f"kubeconfig has no context {context!r}" if context else "kubeconfig has no current context")
+    return single
+
+
+class KubeClient:
+    def __init__(self, single: Any) -> None:
         self.server = single.cluster.server
         # No client-side read timeout: watches are held open for minutes; requests set their own.
         params = client_adapter.ConnectionParams(timeout=httpx.Timeout(10.0, read=None), trust_env=False)
@@ -83,14 +106,12 @@ class KubeClient:
     @classmethod
     def from_kubeconfig(cls, path: str | Path | None = None, context: str | None = None) -> KubeClient:
         """`path` None: $KUBECONFIG or ~/.kube/config, as kubectl does."""
-        if path is None:
-            return cls(KubeConfig.from_env(), context)
-        return cls(KubeConfig.from_file(path), context)
+        return cls(load_config(path, context))
 
     @classmethod
     def in_cluster(cls) -> KubeClient:
         """The pod's service account (token re-read when it rotates) and the cluster's CA."""
-        return cls(KubeConfig.from_service_account())
+        return cls(load_config(in_cluster=True))
 
     async def close(self) -> None:
         await self.http.aclose()
