@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -79,7 +80,9 @@ def load_config(path: str | Path | None = None, context: str | None = None, in_c
 
     try:
         if in_cluster:
-            config = KubeConfig.from_service_account()
+            # The projected token, CA and namespace; the directory can be moved (e.g. tests).
+            account_dir = os.environ.get("WAYMESH_SERVICE_ACCOUNT_DIR", "/var/run/secrets/kubernetes.io/serviceaccount")
+            config = KubeConfig.from_service_account(account_dir)
         elif path is None:
             config = KubeConfig.from_env()
         else:
