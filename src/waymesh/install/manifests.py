@@ -173,6 +173,8 @@ def deployment(v: InstallValues) -> Obj:
             # Reachable from the Service and probes, not only from inside the Pod.
             "--debug-address=0.0.0.0:15014",
             f"--log-level={v.log_level}",
+            # Injected sidecars and deployed gateways run the same image.
+            f"--proxy-image={v.image}",
         ],
         "env": [
             field_env("POD_NAME", "metadata.name"),  # leader-election identity
