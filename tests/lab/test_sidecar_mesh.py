@@ -34,9 +34,27 @@ pods:
 - {name: reviews-v2, sidecar: true, labels: {app: reviews, version: v2}, serviceAccount: reviews,
    command: waymesh echo --port 9080 --name reviews-v2, ports: [9080]}
 - {name: plain, labels: {app: plain}, command: waymesh echo --port 9080 --name plain, ports: [9080]}
+- name: banner
+  sidecar: true
+  labels: {app: banner}
+  ports: [2525, 2526]
+  command: [python3, -c, "%s"]
 services:
 - {name: reviews, ports: [{port: 80, targetPort: 9080, protocol: HTTP}], selector: {app: reviews}}
+- {name: banner, ports: [{port: 2525, protocol: TCP}, {port: 2526, protocol: TCP}], selector: {app: banner}}
 """
+
+# A server-first app (speaks before the client does, like SMTP or MySQL) on two ports.
+BANNER = (
+    "import socket, threading\\n"
+    "def serve(p):\\n"
+    "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\\n"
+    "    s.bind(('0.0.0.0', p)); s.listen(16)\\n"
+    "    while True:\\n"
+    "        c, _ = s.accept(); c.sendall(b'220 banner\\\\r\\\\n'); c.close()\\n"
+    "for p in (2525, 2526): threading.Thread(target=serve, args=(p,)).start()\\n"
+)
+LAB = LAB % BANNER
 
 MESH = """
 apiVersion: networking.istio.io/v1
@@ -71,6 +89,15 @@ spec:
   workloadSelector: {labels: {app: client}}
   egress: [{hosts: ["./*"]}]
   outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: banner, namespace: default}
+spec:
+  selector: {matchLabels: {app: banner}}
+  portLevelMtls:
+    "2525": {mode: DISABLE}
+    "2526": {mode: PERMISSIVE}
 """
 
 STRICT = """
@@ -185,3 +212,28 @@ def test_permissive_admits_plaintext_after_a_policy_change(lab: Lab, mesh_dir: P
         assert _get(lab, "client", "http://reviews/retry")[0] == 200
     finally:
         (mesh_dir / "mesh" / "peer.yaml").write_text(STRICT % "STRICT")
+
+
+def _banner_after(lab: Lab, pod: str, host: str, port: int) -> tuple[bytes, float]:
+    sock = lab.connect(pod, host, port, timeout=15)
+    start = time.monotonic()
+    try:
+        sock.settimeout(15)
+        data = sock.recv(100)
+    finally:
+        sock.close()
+    return data, time.monotonic() - start
+
+
+def test_server_first_protocol_waits_only_on_permissive_ports(lab: Lab) -> None:
+    addr = lab.address("banner")
+    # DISABLE: no inspection, the server's greeting arrives at once.
+    data, took = _banner_after(lab, "plain", addr, 2525)
+    assert data.startswith(b"220 banner") and took < 2.0, (data, took)
+    # PERMISSIVE: the TLS inspector waits for client bytes, bounded (5 s), then plaintext.
+    data, took = _banner_after(lab, "plain", addr, 2526)
+    assert data.startswith(b"220 banner") and 4.0 <= took < 9.0, (data, took)
+    # A mesh client speaks TLS first, so the same PERMISSIVE port answers at once over mTLS.
+    # (By the Service VIP: the pod's own address is no service, so it would pass through in plaintext.)
+    data, took = _banner_after(lab, "reviews-v1", lab.vip("banner"), 2526)
+    assert data.startswith(b"220 banner") and took < 2.0, (data, took)
