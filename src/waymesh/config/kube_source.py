@@ -20,7 +20,7 @@ from waymesh.config.kinds import KindInfo, all_kinds
 from waymesh.config.kube_client import JSON, ApiError, ApiResource, Backoff, KubeClient, Reflector, object_id
 from waymesh.config.loader import validate_object
 from waymesh.config.store import ConfigStore, SourceUpdate
-from waymesh.config.types import CORE, GATEWAY_API, ConfigKey, ConfigObject
+from waymesh.config.types import CORE, GATEWAY_API, ConfigKey, ConfigObject, SourcePos
 
 log = logging.getLogger("waymesh.kube")
 
@@ -41,6 +41,8 @@ def _convert(obj: JSON, source: str) -> SourceUpdate:
     meta.pop("managedFields", None)  # large, and nothing the mesh reads
     outcome = validate_object(obj, source)
     if isinstance(outcome, ConfigObject):
+        # No lines in an API object: problems found later name the object, not "line 1".
+        outcome.source = SourcePos(source, 0)
         if outcome.key.group == CORE and outcome.key.kind == "Pod":
             from waymesh.model.api.workload import with_status
 

@@ -44,7 +44,8 @@ class SourcePos:
     line: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+        # Line 0: a source without lines (an object read from the Kubernetes API).
+        return f"{self.file}:{self.line}" if self.line else self.file
 
 
 @dataclass
