@@ -20,7 +20,7 @@ from waymesh.model.api.base import ApiModel, Duration
 # Istio MeshConfig keys (istio.mesh.v1alpha1.MeshConfig) that waymesh does not implement.
 ISTIO_MESH_KEYS = frozenset(
     """
-    proxyListenPort proxyInboundListenPort proxyHttpPort connectTimeout protocolDetectionTimeout
+    proxyListenPort proxyInboundListenPort proxyHttpPort connectTimeout
     tcpKeepalive ingressClass ingressService ingressControllerMode ingressSelector enableTracing
     accessLogFormat enableEnvoyAccessLogService disableEnvoyListenerLog inboundTrafficPolicy
     configSources enableAutoMtls trustDomainAliases caCertificates defaultServiceExportTo
@@ -136,6 +136,10 @@ class MeshConfig(ApiModel):
     defaultConfig: ProxyConfig = Field(default_factory=ProxyConfig)
     extensionProviders: list[ExtensionProvider] = []
     pathNormalization: PathNormalization = Field(default_factory=PathNormalization)
+    # How long a sidecar's inbound waits for a client's first bytes on a PERMISSIVE port (to
+    # tell mesh mTLS from plaintext) before treating it as plaintext. Istio's default is 0s
+    # (wait forever: server-first protocols hang); waymesh bounds it. "0s" means no bound.
+    protocolDetectionTimeout: Duration = "5s"
 
     @model_validator(mode="after")
     def _unique_providers(self) -> MeshConfig:

@@ -21,7 +21,8 @@ Protocols: a port declared HTTP/HTTP2/gRPC (port name prefix or appProtocol) get
 connection manager (route `inbound|<port>||`, L7 policy); anything else is TCP (tcp_proxy).
 Server-first protocols (MySQL, SMTP, ...) are a problem only where the proxy must wait for the
 client's first bytes, i.e. only on PERMISSIVE ports (the TLS inspector): the wait is bounded by
-PROTOCOL_DETECTION_TIMEOUT, after which the connection continues as plaintext. The inspector is
+the mesh config's `protocolDetectionTimeout` (default 5 s; "0s": unbounded, Istio's default),
+after which the connection continues as plaintext. The inspector is
 switched off on STRICT and DISABLE ports (mesh TLS is client-first, DISABLE inspects nothing), so
 declare server-first ports STRICT or DISABLE to avoid the delay for plaintext clients.
 
@@ -37,6 +38,7 @@ from typing import Any
 
 from waymesh.config.types import ISTIO_SECURITY, ConfigObject
 from waymesh.model import ir
+from waymesh.model.api.base import parse_duration
 from waymesh.model.context import TranslateContext
 from waymesh.model.destinations import DEFAULT_ROOT_NAMESPACE
 from waymesh.model.istio_gateway import _creation_order
@@ -205,6 +207,11 @@ class _Inbound:
             self.chains.append(self._chain(port, proto, False, ir.ChainMatch(destination_port=port), services))
 
 
+def _detection_timeout(ctx: TranslateContext) -> float:
+    value = getattr(ctx.mesh, "protocolDetectionTimeout", None)
+    return parse_duration(value) if isinstance(value, str) else PROTOCOL_DETECTION_TIMEOUT
+
+
 def inbound_config(ctx: TranslateContext, workload: Workload) -> ir.ProxyConfig:
     policy = mtls_policy(ctx, workload)
     ports = workload_ports(ctx, workload)
@@ -222,7 +229,7 @@ def inbound_config(ctx: TranslateContext, workload: Workload) -> ir.ProxyConfig:
         name="virtualInbound", address="0.0.0.0", port=INBOUND_PORT, filter_chains=tuple(ib.chains),
         restore_original_dst=True, direction="INBOUND",
         tls_inspector="on" if permissive_default else "off", tls_inspector_except=flipped,
-        filters_timeout=PROTOCOL_DETECTION_TIMEOUT,
+        filters_timeout=_detection_timeout(ctx),
         access_log_path=getattr(ctx.mesh, "accessLogFile", "") or None,
         access_log_json=getattr(ctx.mesh, "accessLogEncoding", "TEXT") == "JSON",
     )
