@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             floor_times = [floor.seen[r] - t for r, t in written.items() if r in floor.seen]
             figures = {
                 "propagation": summary_ms(answered),
+                "slowest_change": answered.index(max(answered)),  # 0: the first change
                 "watch_floor": summary_ms(floor_times),
                 "api_server_start_seconds": round(api_start, 2),
                 "api_server_rss_mb": {k: round(v / 2**20, 1) for k, v in api.rss_bytes().items()},
