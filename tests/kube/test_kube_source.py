@@ -101,6 +101,16 @@ async def test_objects_edits_and_deletes_reach_the_store(kube_api: KubeApiServer
         workload = store.get(pod_key).spec
         assert workload.ready and workload.port_named("http") == 8080 and workload.service_account == "default"
 
+        # Secrets: certificates (TLS, and Opaque for CA bundles) are read; nothing else is.
+        for name, stype in (("cert", "kubernetes.io/tls"), ("cert-cacert", "Opaque"), ("creds", "kubernetes.io/basic-auth")):
+            data = {"tls.crt": "Y3J0", "tls.key": "a2V5"} if stype.endswith("tls") else {"cacert": "Y2E=", "password": "cA=="}
+            await in_thread(kube_api.apply, {"apiVersion": "v1", "kind": "Secret", "type": stype,
+                                             "metadata": {"name": name, "namespace": ns}, "data": data})  # fmt: skip
+        await eventually(lambda: store.get(ConfigKey(CORE, "Secret", ns, "cert-cacert")), what="the Opaque Secret")
+        await eventually(lambda: store.get(ConfigKey(CORE, "Secret", ns, "cert")), what="the TLS Secret")
+        assert store.get(ConfigKey(CORE, "Secret", ns, "cert")).spec.get("tls.crt") == b"crt"
+        assert store.get(ConfigKey(CORE, "Secret", ns, "creds")) is None
+
         await in_thread(kube_api.delete, "gateway.networking.k8s.io/v1", "HTTPRoute", "route", ns)
         await eventually(lambda: _route_path(store, ns) is None, what="the delete")
 
