@@ -66,8 +66,8 @@ async def test_gateway_gets_its_proxy_objects_kept_in_sync_and_removed(kube_api,
                                          "spec": {"controllerName": controller}})  # fmt: skip
     name = f"edge-{ours}"
 
-    def get(api_version: str, kind: str, obj_name: str = name) -> dict | None:
-        return kube_api.get(api_version, kind, obj_name, ns)
+    def get(api_version: str, kind: str, obj_name: str | None = None) -> dict | None:
+        return kube_api.get(api_version, kind, obj_name or name, ns)  # `name` as it is now
 
     t0 = time.monotonic()
     stored_gw = await in_thread(kube_api.apply, gateway("edge", ns, ours, [80]))
@@ -101,6 +101,17 @@ async def test_gateway_gets_its_proxy_objects_kept_in_sync_and_removed(kube_api,
     assert deployer.passes >= 2
     for api_version, kind in KINDS:
         assert get(api_version, kind, f"elsewhere-{foreign}") is None
+
+    # moved to another of waymesh's classes: objects renamed (old ones deleted, not orphaned)
+    other = f"waymesh-b-{suffix}"
+    await in_thread(kube_api.apply, {"apiVersion": GW, "kind": "GatewayClass", "metadata": {"name": other},
+                                     "spec": {"controllerName": WAYMESH_CONTROLLER}})  # fmt: skip
+    await in_thread(kube_api.apply, gateway("edge", ns, other, [80, 8080]))
+    await eventually(lambda: get("v1", "Service", f"edge-{other}"), what="Service under the new class")
+    for api_version, kind in KINDS:
+        await eventually(lambda a=api_version, k=kind: get(a, k) is None, what=f"old {kind} deleted")
+    name = f"edge-{other}"
+    assert all(get(a, k) for a, k in KINDS)
 
     # the Gateway goes, its objects go (no garbage collector here: the deployer deletes them)
     t2 = time.monotonic()

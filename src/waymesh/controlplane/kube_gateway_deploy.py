@@ -277,6 +277,7 @@ class GatewayDeployer:
         self.client = client
         self.options = options or DeployOptions()
         self._applied: dict[tuple[str, str], str] = {}  # (namespace, gateway) -> config hash
+        self._wanted: set[tuple[str, str]] | None = None  # None: prune on the next pass
         self._wake = asyncio.Event()
         self.passes = 0
         self.errors = 0
@@ -317,8 +318,9 @@ class GatewayDeployer:
                 await asyncio.wait_for(self._wake.wait(), self.resync_interval)
             except TimeoutError:
                 # Nothing watches the deployed objects themselves: re-apply everything now and
-                # then, so one deleted or edited by hand comes back.
+                # then, so one deleted or edited by hand comes back (and strays are pruned).
                 self._applied.clear()
+                self._wanted = None
             self._wake.clear()
             try:
                 await self.sync_once()
@@ -332,11 +334,11 @@ class GatewayDeployer:
 
     async def sync_once(self) -> None:
         self.passes += 1
-        wanted: set[tuple[str, str]] = set()
+        wanted: set[tuple[str, str]] = set()  # (namespace, object name) of every deployed object
         for gw in self.desired_gateways():
             meta = gw["metadata"]
             key = (meta["namespace"], meta["name"])
-            wanted.add(key)
+            wanted.add((meta["namespace"], resource_name(gw)))
             if not meta.get("uid"):
                 live = await self.client.get("gateway.networking.k8s.io/v1", "Gateway", *key)
                 if live is None:
@@ -350,22 +352,26 @@ class GatewayDeployer:
                 await self.client.apply(obj, FIELD_MANAGER)
             self._applied[key] = digest
             log.info("gateway %s/%s: applied %s (hash %s)", *key, resource_name(gw), digest)
-        await self._prune(wanted)
+        # Listing every namespace is the one cost here that grows with the mesh: pay it only
+        # when something may have to go (first pass, a resync, or fewer objects than last time).
+        if self._wanted is None or self._wanted - wanted:
+            await self._prune(wanted)
+        self._wanted = wanted
 
     async def _prune(self, wanted: set[tuple[str, str]]) -> None:
         # Owner references would let a garbage collector do this, but not every API server runs
-        # one (a bare kube-apiserver has none) and a Gateway moved to a foreign class keeps its
-        # objects alive; so delete what no wanted Gateway explains.
+        # one (a bare kube-apiserver has none), and a Gateway moved to a foreign class (or to
+        # another of waymesh's, which renames its objects) still exists; so delete what no
+        # wanted Gateway explains.
         for api_version, kind in KINDS:
             for obj in await self.client.list_labelled(api_version, kind, f"{MANAGED_LABEL}={MANAGED_VALUE}"):
                 meta = obj["metadata"]
-                gw_name = (meta.get("labels") or {}).get(GATEWAY_NAME_LABEL, "")
-                key = (meta["namespace"], gw_name)
-                if key in wanted:
+                if (meta["namespace"], meta["name"]) in wanted:
                     continue
+                gw_name = (meta.get("labels") or {}).get(GATEWAY_NAME_LABEL, "")
                 if await self.client.delete(api_version, kind, meta["namespace"], meta["name"]):
-                    log.info("gateway %s/%s gone: deleted %s %s", *key, kind, meta["name"])
-                self._applied.pop(key, None)
+                    log.info("gateway %s/%s: deleted %s %s", meta["namespace"], gw_name, kind, meta["name"])
+                self._applied.pop((meta["namespace"], gw_name), None)
 
 
 def gateway_dict(gw: ConfigObject) -> dict[str, Any]:
