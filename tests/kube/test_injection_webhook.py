@@ -178,3 +178,14 @@ async def test_injection_adds_little_to_pod_creation(kube_api, webhook):
     p50 = {ns: sorted(v)[len(v) // 2] for ns, v in timings.items()}
     print(f"pod create p50: injected {p50[injected]:.1f} ms, not injected {p50[plain]:.1f} ms")
     assert p50[injected] < 1000
+
+
+async def test_baseline_pod_security_refuses_the_capture_init_container(kube_api, webhook):
+    """What docs/kubernetes-proxies.md says: injected namespaces need `privileged` Pod Security
+    (the capture needs NET_ADMIN/NET_RAW), as Istio without its CNI plugin does."""
+    client, _options = webhook
+    ns = f"baseline-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(kube_api.create_namespace, ns, {
+        "waymesh-injection": "enabled", "pod-security.kubernetes.io/enforce": "baseline"})  # fmt: skip
+    with pytest.raises(ApiError, match="NET_ADMIN"):
+        await client.request("POST", pods(ns), body=pod("shop-1", ns))
