@@ -79,12 +79,22 @@ class LeaderElector:
             self.on_change(leader)
 
     async def run(self) -> None:
+        last_error = ""
         try:
             while True:
                 try:
                     await self._try_acquire_or_renew()
+                    last_error = ""
                 except ApiError as err:
-                    log.warning("lease %s/%s: %s", self.namespace, self.name, err)
+                    message = str(err)
+                    if err.code == 404:
+                        message += (
+                            f" (the Lease's namespace {self.namespace!r} must exist: create it, or pass "
+                            "--lease-namespace, or --no-leader-elect)"
+                        )
+                    if message != last_error:  # once per distinct problem, not every retry period
+                        log.warning("lease %s/%s: %s", self.namespace, self.name, message)
+                    last_error = message
                 if self.is_leader and time.monotonic() - self._last_renew > self.renew_deadline:
                     self._set_leader(False)  # could not renew in time: step down before others take over
                 await asyncio.sleep(self.retry_period)
