@@ -33,3 +33,5 @@ class TranslateContext:
     # The kind of proxy being translated ("router", "sidecar", ...): the same DestinationRule
     # means different things at a gateway and at a sidecar (ISTIO_MUTUAL).
     proxy_kind: str = "router"
+    # A sidecar's workload labels: DestinationRules with a workloadSelector apply to it.
+    workload_labels: dict[str, str] | None = None

@@ -125,11 +125,14 @@ def destination_rule_for(ctx: TranslateContext, svc: Service, from_namespace: st
 def _destination_rule_for(ctx: TranslateContext, svc: Service, from_namespace: str) -> AppliedRule | None:
     root = getattr(ctx.mesh, "rootNamespace", None) or DEFAULT_ROOT_NAMESPACE
     for ns in dict.fromkeys((from_namespace, svc.namespace, root)):
-        exact, wildcards = _rules_by_host(ctx, ns, from_namespace)
-        best: list[tuple[tuple[int, int], ConfigObject]] = [
-            (more_specific(svc.hostname), obj) for obj in exact.get(svc.hostname.lower(), ())]
-        if not best:
-            best = [(more_specific(h), obj) for h, obj in wildcards if host_matches(h, svc.hostname)]
+        best: list[tuple[tuple[int, int], ConfigObject]] = []
+        # A sidecar's own rules (workloadSelector matching it) come before the namespace's.
+        for exact, wildcards in _rules_by_host(ctx, ns, from_namespace):
+            best = [(more_specific(svc.hostname), obj) for obj in exact.get(svc.hostname.lower(), ())]
+            if not best:
+                best = [(more_specific(h), obj) for h, obj in wildcards if host_matches(h, svc.hostname)]
+            if best:
+                break
         if best:
             best.sort(key=lambda t: (t[0], t[1].key))
             top = best[0][0]
@@ -137,26 +140,35 @@ def _destination_rule_for(ctx: TranslateContext, svc: Service, from_namespace: s
     return None
 
 
-def _rules_by_host(ctx: TranslateContext, ns: str, from_namespace: str
-                   ) -> tuple[dict[str, list[ConfigObject]], list[tuple[str, ConfigObject]]]:
-    """One namespace's rules that apply here, by exact host and wildcard (once per translation)."""
+_RulesByHost = tuple[dict[str, list[ConfigObject]], list[tuple[str, ConfigObject]]]
+
+
+def _rules_by_host(ctx: TranslateContext, ns: str, from_namespace: str) -> tuple[_RulesByHost, _RulesByHost]:
+    """One namespace's rules that apply here, by exact host and wildcard (once per translation):
+    those whose workloadSelector picks this sidecar, then those without a selector."""
     key = ("destination_rules", ns, from_namespace)
     found = ctx.memo.get(key)
     if found is None:
-        exact: dict[str, list[ConfigObject]] = {}
-        wildcards: list[tuple[str, ConfigObject]] = []
+        selected: _RulesByHost = ({}, [])
+        general: _RulesByHost = ({}, [])
+        labels = ctx.workload_labels
         for obj in ctx.store.list(ISTIO_NETWORKING, "DestinationRule", ns):
             spec: Any = obj.spec
+            target = general
             if spec.workloadSelector is not None:
-                continue  # applies to selected sidecars only, never to a gateway's outbound
+                # Only for sidecars it selects, in their own namespace; never a gateway's outbound.
+                want = dict(spec.workloadSelector.matchLabels)
+                if labels is None or ns != from_namespace or not all(labels.get(k) == v for k, v in want.items()):
+                    continue
+                target = selected
             if not visible(spec.exportTo, ns, from_namespace):
                 continue
             rule_host = fqdn(spec.host, ns)
             if rule_host.startswith("*"):
-                wildcards.append((rule_host, obj))
+                target[1].append((rule_host, obj))
             else:
-                exact.setdefault(rule_host, []).append(obj)
-        found = ctx.memo[key] = (exact, wildcards)
+                target[0].setdefault(rule_host, []).append(obj)
+        found = ctx.memo[key] = (selected, general)
     return found  # type: ignore[no-any-return]
 
 

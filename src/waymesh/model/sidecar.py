@@ -67,6 +67,7 @@ def sidecar_config(ctx: TranslateContext, proxy: ProxyInfo) -> ir.ProxyConfig:
 
     ctx.proxy_kind = "sidecar"
     workload = workload_of(ctx, proxy)
+    ctx.workload_labels = workload.labels
     outbound = _shared_outbound(ctx, workload)
     inbound = inbound_config(ctx, workload)
     return ir.ProxyConfig(
@@ -81,7 +82,8 @@ def _shared_outbound(ctx: TranslateContext, workload: Workload) -> ir.ProxyConfi
     """The outbound side, shared by the sidecars that would get the same one.
 
     It depends on the workload only through its namespace, the Sidecar resource that applies and
-    (when some VirtualService matches on `sourceLabels`) its labels. Kept in the route cache,
+    (when some VirtualService matches on `sourceLabels`, or a DestinationRule in its namespace
+    has a workloadSelector) its labels. Kept in the route cache,
     which the index empties on any change other than a Gateway API route: a hit is exact, and its
     recorded reads are replayed so the proxy's dependencies stay whole. Sharing the IR objects
     also lets the resource builder reuse their serialized xDS by identity.
@@ -90,7 +92,7 @@ def _shared_outbound(ctx: TranslateContext, workload: Workload) -> ir.ProxyConfi
     if cache is None:
         return _Outbound(ctx, workload).run()
     sc = sidecar_resource(ctx, workload)
-    labels = tuple(sorted(workload.labels.items())) if _source_labels_used(ctx) else None
+    labels = tuple(sorted(workload.labels.items())) if _labels_matter(ctx, workload.namespace) else None
     owner = ("sidecar-outbound", workload.namespace)
     key = (sc.key if sc is not None else None, labels)
     hit = cache.lookup(owner, key)
@@ -110,7 +112,12 @@ def _shared_outbound(ctx: TranslateContext, workload: Workload) -> ir.ProxyConfi
     return config
 
 
-def _source_labels_used(ctx: TranslateContext) -> bool:
+def _labels_matter(ctx: TranslateContext, namespace: str) -> bool:
+    """Whether the outbound side depends on the workload's labels: a VirtualService matching on
+    sourceLabels, or a DestinationRule with a workloadSelector in the workload's namespace."""
+    for dr in ctx.store.list(ISTIO_NETWORKING, "DestinationRule", namespace):
+        if dr.spec.workloadSelector is not None:  # type: ignore[attr-defined]
+            return True
     for vs in ctx.store.list(ISTIO_NETWORKING, "VirtualService"):
         spec: Any = vs.spec
         for route in (*spec.http, *spec.tcp, *spec.tls):
