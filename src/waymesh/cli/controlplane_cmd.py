@@ -126,6 +126,7 @@ def register(app: typer.Typer) -> None:
                     webhook_port=injection_webhook_port,
                     gateway_deployment=gateway_deployment,
                     xds_port=xds_port,
+                    ca_port=ca_port or None,
                 )
                 if proxy_image:
                     proxies.image = proxy_image

@@ -30,6 +30,9 @@ CONFIG_VOLUME = "waymesh-envoy"
 PROXY_UID = 1337
 TOKEN_DIR = "/var/run/secrets/tokens"
 TOKEN_PATH = f"{TOKEN_DIR}/waymesh-token"
+ROOT_VOLUME = "waymesh-ca-root"
+ROOT_CONFIGMAP = "waymesh-ca-root-cert"  # published into every namespace (controlplane/kube_ca.py)
+ROOT_DIR = "/var/run/secrets/waymesh/root"
 
 INJECT = "sidecar.istio.io/inject"
 STATUS = "sidecar.istio.io/status"
@@ -226,6 +229,7 @@ def proxy_container(pod: dict[str, Any], options: InjectionOptions) -> dict[str,
         "volumeMounts": [
             {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": CONFIG_VOLUME, "mountPath": "/etc/waymesh/proxy"},
+            *([{"name": ROOT_VOLUME, "mountPath": ROOT_DIR, "readOnly": True}] if options.ca_address else []),
         ],
     }
 
@@ -233,10 +237,8 @@ def proxy_container(pod: dict[str, Any], options: InjectionOptions) -> dict[str,
 def ca_args(options: InjectionOptions) -> list[str]:
     if not options.ca_address:
         return []
-    args = ["--ca-address", options.ca_address, "--token-file", TOKEN_PATH]
-    if options.ca_root_file:
-        args += ["--ca-root-file", options.ca_root_file]
-    return args
+    root = options.ca_root_file or f"{ROOT_DIR}/root-cert.pem"
+    return ["--ca-address", options.ca_address, "--token-file", TOKEN_PATH, "--ca-root-file", root]
 
 
 def proxy_volumes(options: InjectionOptions) -> list[dict[str, Any]]:
@@ -257,6 +259,7 @@ def proxy_volumes(options: InjectionOptions) -> list[dict[str, Any]]:
             },
         },
         {"name": CONFIG_VOLUME, "emptyDir": {"medium": "Memory"}},
+        *([{"name": ROOT_VOLUME, "configMap": {"name": ROOT_CONFIGMAP}}] if options.ca_address else []),
     ]
 
 

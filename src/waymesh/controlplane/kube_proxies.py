@@ -31,7 +31,9 @@ class KubeProxyOptions:
     webhook_host: str = "0.0.0.0"
     gateway_deployment: bool = True
     xds_port: int = 15010
-    ca_port: int | None = None  # set: injected sidecars get certificates from the CA on it
+    # Set (the CA runs): sidecars get certificates from it with their service-account token,
+    # and the CA's root is published as ConfigMap waymesh-ca-root-cert in every namespace.
+    ca_port: int | None = None
 
     @property
     def service_host(self) -> str:
@@ -60,6 +62,32 @@ def install_proxies(mode: Any, options: KubeProxyOptions) -> None:
         mode.leader_tasks.append(lambda m: run_deployer(m.client, m.store, options, synced=m.source.ready))
     if options.webhook:
         mode.servers.append(lambda m: run_webhook_forever(m.client, options.webhook_options()))
+    if options.ca_port:
+        mode.servers.append(accept_kube_tokens)
+        mode.leader_tasks.append(publish_ca_root)
+
+
+async def accept_kube_tokens(mode: Any) -> None:
+    """Let the CA (started with the control plane) accept service-account tokens first."""
+    from waymesh.controlplane.kube_ca import KubeTokenAuthenticator
+
+    ca = mode.control_plane.ca
+    if ca is not None:
+        ca.authenticators.insert(0, KubeTokenAuthenticator(mode.client, ca.options.trust_domain))
+
+
+async def publish_ca_root(mode: Any) -> None:
+    from waymesh.controlplane.kube_ca import RootCertPublisher
+
+    ca = mode.control_plane.ca
+    if ca is None:
+        return
+    publisher = RootCertPublisher(mode.client, mode.store, lambda: ca.authority.view.bundle_pem)
+    unfollow = publisher.follow()
+    try:
+        await publisher.run(synced=mode.source.ready)
+    finally:
+        unfollow()
 
 
 async def run_deployer(client: Any, store: Any, options: KubeProxyOptions, *, synced: asyncio.Event) -> None:
