@@ -128,8 +128,11 @@ class RootCertPublisher:
                     params={"fieldManager": FIELD_MANAGER, "force": "true"},
                     body=body, content_type="application/apply-patch+yaml",
                 )  # fmt: skip
-            except Exception as exc:  # a Terminating namespace refuses new objects: skip it
-                log.debug("CA root ConfigMap in %s: %s", ns, exc)
+            except Exception as exc:
+                # A Terminating namespace refuses new objects (403 Forbidden, reason "namespace
+                # ... is being terminated"): expected. Anything else (RBAC!) is worth a warning.
+                level = logging.DEBUG if "terminat" in str(exc).lower() else logging.WARNING
+                log.log(level, "CA root ConfigMap in namespace %s: %s", ns, exc)
                 continue
             self._published[ns] = pem
         for gone in set(self._published) - namespaces:
