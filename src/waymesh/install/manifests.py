@@ -91,6 +91,8 @@ def cluster_role() -> Obj:
             "resourceNames": [WEBHOOK_CONFIG],
             "verbs": ["update", "patch"],
         },
+        # The CA's root as ConfigMap waymesh-ca-root-cert in every namespace (for sidecars).
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": _READ + ["create", "update", "patch"]},
         # Proxies authenticate to the CA (15012) with their ServiceAccount tokens.
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
