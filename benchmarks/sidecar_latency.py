@@ -27,7 +27,6 @@ from waymesh.lab.testing import Lab, lab_from_yaml
 LAB = """
 name: x
 pods:
-- {name: spare, sidecar: true, labels: {app: spare}}
 - {name: client, sidecar: true, labels: {app: client}, command: waymesh echo --port 9080 --name client, ports: [9080]}
 - {name: server, sidecar: true, labels: {app: server}, command: waymesh echo --port 9080 --name server, ports: [9080]}
 - {name: pclient, labels: {app: pclient}, command: waymesh echo --port 9080 --name pclient, ports: [9080]}

@@ -24,9 +24,6 @@ LAB = """
 name: x
 controlPlane: {configDir: mesh}
 pods:
-# The lab starts the first sidecar before the CA has written its trust bundle (that sidecar gets
-# no --ca-root-file and no certificate); a spare pod takes that place until the lab waits for it.
-- {name: spare, sidecar: true, labels: {app: spare}}
 - {name: client, sidecar: true, labels: {app: client}, serviceAccount: client,
    command: waymesh echo --port 9080 --name client, ports: [9080]}
 - {name: reviews-v1, sidecar: true, labels: {app: reviews, version: v1}, serviceAccount: reviews,
@@ -225,7 +222,19 @@ def _banner_after(lab: Lab, pod: str, host: str, port: int) -> tuple[bytes, floa
     return data, time.monotonic() - start
 
 
+def _strict_again(lab: Lab) -> bool:
+    try:
+        lab.http_get("plain", f"http://{lab.address('reviews-v1')}:9080/", timeout=3)
+    except (ConnectionError, http.client.HTTPException, OSError):
+        return True
+    return False
+
+
 def test_server_first_protocol_waits_only_on_permissive_ports(lab: Lab) -> None:
+    # After the PERMISSIVE test the namespace is STRICT again: let every sidecar settle first
+    # (a listener update drains connections accepted by the old filter chains).
+    _eventually(lambda: _strict_again(lab), 30, "STRICT restored")
+    time.sleep(1)
     addr = lab.address("banner")
     # DISABLE: no inspection, the server's greeting arrives at once.
     data, took = _banner_after(lab, "plain", addr, 2525)
