@@ -19,11 +19,20 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "local-gateway"
 
 
+def gateway_label(gateway_port: int) -> dict[str, str]:
+    """The proxy's labels: unique per test, since Istio Gateways select proxies in every namespace."""
+    return {"istio": f"ingressgateway-{gateway_port}"}
+
+
 def example_objects(namespace: str, gateway_port: int, echo_port: int) -> list[dict]:
     """The example's objects as a user would `kubectl apply` them: in a namespace, minus the
-    DemoBackend (a local-runner convenience; here the test starts the echo itself)."""
+    DemoBackend (a local-runner convenience; here the test starts the echo itself). Hosts and
+    selectors are made unique: the session's API server holds other tests' copies, and a
+    ServiceEntry host is mesh-wide (the first one defined wins)."""
     text = "\n---\n".join(p.read_text() for p in sorted(EXAMPLE.glob("*.yaml")))
     text = text.replace("9080", str(echo_port)).replace("number: 8080", f"number: {gateway_port}")
+    text = text.replace("echo.local", f"echo-{gateway_port}.local")
+    text = text.replace("istio: ingressgateway", f"istio: {gateway_label(gateway_port)['istio']}")
     docs = [d for d in yaml.safe_load_all(text) if d and d["kind"] != "DemoBackend"]
     for d in docs:
         d["metadata"]["namespace"] = namespace
@@ -50,7 +59,7 @@ def test_local_gateway_example_from_the_api_server(kube_api: KubeApiServer, kube
     with running_mesh(tmp_path) as mesh:
         mesh.start_echo("echo", port=echo_port, namespace=ns)
         start_kube_control_plane(mesh, kube_api, extra=["--no-leader-elect"])
-        mesh.start_proxy("ingressgateway", ns, {"istio": "ingressgateway"})
+        mesh.start_proxy("ingressgateway", ns, gateway_label(gateway_port))
         url = f"http://127.0.0.1:{gateway_port}/hello?x=1"
         code, _, body = wait_until(lambda: (r := curl(url))[0] == 200 and r, timeout=30, what="the gateway answering")
         echo = json.loads(body)

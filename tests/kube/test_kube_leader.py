@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from tests.kube.kube_support import start_kube_control_plane
-from tests.kube.test_kube_e2e import curl, example_objects
+from tests.kube.test_kube_e2e import curl, example_objects, gateway_label
 from waymesh.tools.harness import free_port, running_mesh, wait_until
 from waymesh.tools.kubeapi import KubeApiServer
 
@@ -72,7 +72,7 @@ def test_leader_killed_the_other_replica_writes_status(kube_api: KubeApiServer, 
         b_debug = mesh.debug_port  # replica-b has the mesh's ports: the proxy connects to it
         start_kube_control_plane(mesh, kube_api, "replica-b", extra=[*lease_flags, "--identity", "replica-b"])
         mesh.spawn_echo("echo", port=echo_port, namespace=ns)
-        mesh.start_proxy("ingressgateway", ns, {"istio": "ingressgateway"})
+        mesh.start_proxy("ingressgateway", ns, gateway_label(gateway_port))
         url = f"http://127.0.0.1:{gateway_port}/"
         wait_until(lambda: curl(url)[0] == 200, timeout=30, what="the gateway answering (xDS from the follower)")
         wait_until(lambda: (g := observed_generation()) and g[0] == g[1], timeout=20, what="status by the leader")
