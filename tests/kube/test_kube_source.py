@@ -176,7 +176,9 @@ async def test_crd_installed_later_is_discovered(kube_api: KubeApiServer, kube_n
     ns = kube_namespace
     crd = "tcproutes.gateway.networking.k8s.io"
     await in_thread(kube_api.delete, "apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)
-    await eventually(lambda: kube_api.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd) is None, what="CRD gone")
+    await eventually(
+        lambda: kube_api.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd) is None, timeout=45, what="CRD gone"
+    )
     try:
         async with running_source(kube_api, discovery_interval=0.3) as (source, store):
             assert source.reflector(GATEWAY_API, "TCPRoute") is None
@@ -191,7 +193,7 @@ spec:
   rules: [{{backendRefs: [{{name: echo, port: 80}}]}}]
 """,
             )
-            await eventually(lambda: store.get(ConfigKey(GATEWAY_API, "TCPRoute", ns, "tcp")), timeout=20, what="the TCPRoute")
+            await eventually(lambda: store.get(ConfigKey(GATEWAY_API, "TCPRoute", ns, "tcp")), timeout=45, what="the TCPRoute")
     finally:
         path = GATEWAY_API_CRDS / "gateway.networking.k8s.io_tcproutes.yaml"
         await in_thread(kube_api.apply_yaml, path.read_text())
