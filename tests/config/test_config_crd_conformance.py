@@ -41,7 +41,27 @@ from waymesh.config.types import ConfigError
 
 # (group, kind) -> predicates: True when a generated body breaks a rule the model deliberately
 # enforces by its types although the structural schema allows it.
-STRICTER: dict[tuple[str, str], list[Callable[[Any], bool]]] = {}
+_SELECTOR_OPERATORS = {"In", "NotIn", "Exists", "DoesNotExist"}
+
+
+def _bad_selector_operator(body: Any) -> bool:
+    """A label selector operator outside Kubernetes' four: the CRD types it as a plain string,
+    the API server's Go code rejects it for built-in kinds, and waymesh rejects it up front."""
+    if isinstance(body, dict):
+        exprs = body.get("matchExpressions")
+        if isinstance(exprs, list) and any(
+            isinstance(e, dict) and e.get("operator") not in _SELECTOR_OPERATORS for e in exprs
+        ):
+            return True
+        return any(_bad_selector_operator(v) for v in body.values())
+    if isinstance(body, list):
+        return any(_bad_selector_operator(v) for v in body)
+    return False
+
+
+STRICTER: dict[tuple[str, str], list[Callable[[Any], bool]]] = {
+    ("gateway.networking.k8s.io", "Gateway"): [_bad_selector_operator],
+}
 
 
 def _crd_kinds() -> Iterator[Any]:
