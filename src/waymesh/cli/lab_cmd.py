@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
     lab.command("status")(status)
     lab.command("exec", context_settings={"allow_interspersed_args": False})(exec_)
     lab.command("logs")(logs)
+    lab.command("sniff")(sniff)
 
     cap = typer.Typer(help="iptables rules that send a pod's TCP traffic through its proxy (15001/15006).",
                       no_args_is_help=True)  # fmt: skip
@@ -217,6 +218,39 @@ def logs(
                 typer.echo(procs.tail(p.log, lines))
                 return
     _fail(f"no process {process!r} (processes: {', '.join(p.name for p in st.procs)})")
+
+
+def sniff(
+    pod: str = typer.Argument(..., help="Pod whose wire (the host side of its veth) to watch."),
+    seconds: float = typer.Option(5.0, "--seconds", "-s", help="How long to capture."),
+    lab_name: str | None = typer.Option(None, "--lab", help="Lab name (default: the only lab)."),
+) -> None:
+    """Watch a pod's wire for a few seconds; print each TCP connection and whether it is TLS."""
+    import time
+
+    from waymesh.lab.runner import LabError, running_lab
+    from waymesh.lab.sniff import Sniffer, describe_streams
+    from waymesh.lab.state import LabState
+
+    try:
+        st = LabState.load(running_lab(lab_name))
+    except LabError as e:
+        _fail(str(e))
+        return
+    assert st is not None
+    try:
+        p = st.pod(pod)
+    except KeyError as e:
+        _fail(str(e.args[0]))
+        return
+    typer.echo(f"watching {pod} ({p.address}) for {seconds:g} s...", err=True)
+    with Sniffer(p.host_netns, p.veth) as cap:
+        try:
+            time.sleep(seconds)
+        except KeyboardInterrupt:
+            pass
+    lines = describe_streams(cap.streams())
+    typer.echo("\n".join(lines) if lines else "no TCP payload seen")
 
 
 # --- capture -------------------------------------------------------------------------------------
