@@ -17,11 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _istio_docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d and d["apiVersion"].split("/")[0].endswith("istio.io")]
+    # Lab files and MeshConfig have no apiVersion: they are not Kubernetes objects.
+    docs = yaml.safe_load_all(path.read_text())
+    return [d for d in docs if isinstance(d, dict) and str(d.get("apiVersion", "")).split("/")[0].endswith("istio.io")]
 
 
 def _sources() -> list[Path]:
-    return sorted(REPO.glob("examples/*/*.yaml")) + sorted(REPO.glob("tests/model/istio/testdata/*.in.yaml"))
+    return sorted(REPO.glob("examples/**/*.yaml")) + sorted(REPO.glob("tests/model/istio/testdata/*.in.yaml"))
 
 
 @pytest.mark.parametrize("path", [p for p in _sources() if _istio_docs(p)], ids=lambda p: str(p.relative_to(REPO)))
