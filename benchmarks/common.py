@@ -163,7 +163,11 @@ def backend_address() -> str:
 
 def service_yaml(name: str, namespace: str, port: int, target_ports: list[int], address: str | None = None) -> str:
     """A Service and its EndpointSlice: one endpoint per target port on `address` (the echo
-    backends listen on loopback ports, so an endpoint change is a port change)."""
+    backends listen on loopback ports, so an endpoint change is a port change).
+
+    The Service names its target port (`http`, resolved by the slice), so an endpoint change
+    rewrites the EndpointSlice only, as when pods move in Kubernetes: a Service whose spec
+    changes is a service change (both control planes then recompute more than endpoints)."""
     address = address or backend_address()
     endpoints = "\n".join(f"- addresses: [{address}]\n  conditions: {{ready: true}}" for _ in target_ports[:1])
     return f"""\
@@ -171,7 +175,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: {namespace}}}
 spec:
-  ports: [{{name: http, port: {port}, targetPort: {target_ports[0]}, protocol: TCP}}]
+  ports: [{{name: http, port: {port}, targetPort: http, protocol: TCP}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice

@@ -61,7 +61,12 @@ def add_routes(app: web.Application, control_plane: ControlPlane) -> None:
 
     async def push_stats(_: web.Request) -> web.Response:
         return web.json_response(
-            {"pushes": control_plane.pushes, "last_push_seconds": control_plane.last_push_seconds}
+            {
+                "pushes": control_plane.pushes,
+                "last_push_seconds": control_plane.last_push_seconds,
+                # Pushes that rebuilt only ClusterLoadAssignments (controlplane/endpoint_push.py).
+                "endpoint_only_pushes": control_plane.endpoint_push.pushes,
+            }
         )
 
     app.router.add_get("/debug/proxies", proxies)

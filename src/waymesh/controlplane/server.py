@@ -19,6 +19,7 @@ from waymesh.config.mesh import MeshConfig, load_mesh_config
 from waymesh.config.store import ConfigStore
 from waymesh.config.types import ConfigError, ConfigKey
 from waymesh.config.watch import WATCH_STEP_MS, DirectorySource
+from waymesh.controlplane.endpoint_push import EndpointPush
 from waymesh.controlplane.node import proxy_from_node
 from waymesh.generate.resources import ResourceBuilder
 from waymesh.model.credentials import CredentialStore
@@ -80,6 +81,7 @@ class ControlPlane:
         self.builder = ResourceBuilder()
         self.cache = Cache()
         self.xds = XdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect)
+        self.endpoint_push = EndpointPush(self.index, self.cache)  # EDS-only pushes
         self.sources: list[ConfigSource] = list(sources)
         if options.config_dir is not None:
             self.sources.insert(0, DirectorySource(options.config_dir, self.store, options.extra_config_dirs))
@@ -87,6 +89,7 @@ class ControlPlane:
         self.status_subscribers: list[StatusSubscriber] = []
         self._changed_keys: set[ConfigKey] = set()
         self._everything_changed = False
+        self._replicas: dict[ProxyInfo, str] = {}  # replica key -> a translated proxy's id
         self.gateway_status: dict[str, Any] = {}
         self._dirty = asyncio.Event()
         self._status_dirty = asyncio.Event()
@@ -150,8 +153,28 @@ class ControlPlane:
     async def _on_connect(self, node: Any) -> None:
         proxy = proxy_from_node(node)
         log.info("proxy connected: %s (%s %s/%s)", proxy.id, proxy.kind, proxy.namespace, proxy.name)
-        self.index.add_proxy(proxy)
-        self._push_proxy(proxy)
+        state = self.index.add_proxy(proxy)
+        if not self._copy_replica(state):
+            self._push_proxy(proxy)
+
+    def _copy_replica(self, state: Any) -> bool:
+        """Give a new replica of a gateway what a connected replica already has.
+
+        Translating every connecting replica (~60 ms each at 1000 routes) held the event loop for
+        a minute when 1000 connected at once, and grpc-core cancels (CANCELLED) a stream that its
+        server has not picked up within 30 s. Same replica key, same inputs, same resources; the
+        copy also takes the replica's dependencies, so the next push updates both alike.
+        """
+        key = replica_key(state.proxy)
+        twin = self.index.proxies.get(self._replicas.get(key, "")) if key is not None else None
+        if twin is None or twin is state or twin.dependencies is None:
+            return False
+        resources = self.cache.get_node(twin.proxy.id)
+        if not resources:
+            return False
+        state.dependencies, state.problems = twin.dependencies, twin.problems
+        self.cache.set_node(state.proxy.id, resources)
+        return True
 
     async def _on_disconnect(self, node_id: str) -> None:
         log.info("proxy disconnected: %s", node_id)
@@ -165,7 +188,8 @@ class ControlPlane:
         keys = [key for key, _old, _new in changes]
         # The registry follows the store at once, so a proxy that connects before the next push
         # is translated against the same state the store holds.
-        self.index.apply_changes(keys)
+        redefined = self.index.apply_changes(keys)
+        self.endpoint_push.note(changes, redefined)
         self._changed_keys.update(keys)
         self._dirty.set()
 
@@ -178,6 +202,11 @@ class ControlPlane:
             everything, self._everything_changed = self._everything_changed, False
             started = time.perf_counter()
             states = list(self.index.proxies.values()) if everything else self.index.affected_proxies(keys)
+            plan = self.endpoint_push.take(keys)
+            if plan is not None and not everything:
+                # Only endpoints moved: new ClusterLoadAssignments, no translation (endpoint_push.py).
+                states, eds_only = self.endpoint_push.split(plan, states)
+                self.endpoint_push.push(plan, eds_only)
             shared: dict[ProxyInfo, Any] = {}  # replicas of one gateway get one translation per push
             for state in states:
                 self._push_proxy(state.proxy, shared)
@@ -229,6 +258,8 @@ class ControlPlane:
             return
         if key is not None and shared is not None and state is not None:
             shared[key] = (resources, state.dependencies, state.problems)
+        if (rkey := replica_key(proxy)) is not None:
+            self._replicas[rkey] = proxy.id
         for problem in problems:
             if str(problem) not in before:
                 log.warning("config problem: %s", problem)

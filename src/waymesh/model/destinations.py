@@ -16,7 +16,7 @@ from waymesh.model.context import TranslateContext
 from waymesh.model.credentials import ca_secret_name, cert_secret_name
 from waymesh.model.istio_hosts import fqdn, host_matches, more_specific
 from waymesh.model.problems import report
-from waymesh.model.registry import Service
+from waymesh.model.registry import Registry, Service
 
 DEFAULT_ROOT_NAMESPACE = "istio-system"
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Istio's meshConfig.connectTimeout default
@@ -238,14 +238,13 @@ def _cluster(ctx: TranslateContext, svc: Service, port: int, protocol: str, subs
              subset_found: tuple[Any, ConfigObject, int] | None, policy: _Policy,
              dr: AppliedRule | None, from_namespace: str) -> ir.Cluster:
     discovery = _DISCOVERY.get(svc.resolution, ir.Discovery.EDS)
-    endpoints = ctx.registry.endpoints(svc, port)
-    if subset_found is not None and subset_found[0].labels and not _synthetic_dns(svc, endpoints):
-        want = dict(subset_found[0].labels)
-        endpoints = [e for e in endpoints if all(dict(e.labels).get(k) == v for k, v in want.items())]
+    labels = tuple(sorted(dict(subset_found[0].labels).items())) if subset_found is not None else ()
+    source = ir.EndpointSource(svc, port, labels or None)
     cluster = ir.Cluster(
         name=cluster_name(svc.hostname, port, subset),
         discovery=discovery,
-        endpoints=tuple(endpoints),
+        endpoints=source_endpoints(ctx.registry, source),
+        endpoint_source=source,
         lb_policy=ir.LbPolicy.LEAST_REQUEST,  # Istio's default since 1.14
         connect_timeout=_mesh_connect_timeout(ctx),
         protocol=_PROTOCOL.get(protocol, "tcp"),
@@ -260,6 +259,15 @@ def _cluster(ctx: TranslateContext, svc: Service, port: int, protocol: str, subs
     if policy.tls is not None:
         cluster = replace(cluster, tls=_upstream_tls(ctx, svc, cluster, policy.tls, from_namespace))
     return cluster
+
+
+def source_endpoints(registry: Registry, source: ir.EndpointSource) -> tuple[ir.Endpoint, ...]:
+    """The endpoints of a cluster built from `source`: also what an endpoint-only push rebuilds."""
+    endpoints = registry.endpoints(source.service, source.port)
+    if source.subset_labels and not _synthetic_dns(source.service, endpoints):
+        want = dict(source.subset_labels)
+        endpoints = [e for e in endpoints if all(dict(e.labels).get(k) == v for k, v in want.items())]
+    return tuple(endpoints)
 
 
 def _synthetic_dns(svc: Service, endpoints: list[ir.Endpoint]) -> bool:

@@ -12,7 +12,7 @@ proxies whose recorded reads it touches, so a route edit on one gateway leaves t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from waymesh.config.kinds import StoreView
@@ -55,14 +55,20 @@ class Dependencies:
     keys: frozenset[ConfigKey] = frozenset()
     lists: frozenset[tuple[str, str, str | None]] = frozenset()
     uses_registry: bool = False
+    # The proxy's EDS clusters built from the registry, by the object that defines their
+    # service (a Service or ServiceEntry): what an endpoint-only push rebuilds.
+    eds: Mapping[ConfigKey, tuple[tuple[str, ir.EndpointSource], ...]] = field(default_factory=dict, compare=False)
+    # Services of its DNS clusters: their endpoints are inside the Cluster (CDS), not in EDS.
+    inline_endpoints: frozenset[ConfigKey] = frozenset()
 
     def affected_by(self, key: ConfigKey) -> bool:
-        group_kind = (key.group, key.kind)
-        if key in self.keys or group_kind in CREDENTIAL_KINDS:
+        return self.reads(key) or (self.uses_registry and (key.group, key.kind) in REGISTRY_KINDS)
+
+    def reads(self, key: ConfigKey) -> bool:
+        """Affected by `key` other than through the registry (the translation read it)."""
+        if key in self.keys or (key.group, key.kind) in CREDENTIAL_KINDS:
             return True
-        if (key.group, key.kind, None) in self.lists or (key.group, key.kind, key.namespace) in self.lists:
-            return True
-        return self.uses_registry and group_kind in REGISTRY_KINDS
+        return (key.group, key.kind, None) in self.lists or (key.group, key.kind, key.namespace) in self.lists
 
 
 @dataclass
@@ -87,13 +93,14 @@ class MeshIndex:
             store=self.store, registry=self.registry, credentials=self.credentials, mesh=self.mesh
         )
 
-    def apply_changes(self, keys: Iterable[ConfigKey]) -> None:
+    def apply_changes(self, keys: Iterable[ConfigKey]) -> set[ConfigKey]:
         """Bring the registry (only the services the changed objects define) and the route cache
-        up to date with changed objects."""
+        up to date with changed objects. Returns the keys whose services (hosts, ports, ...)
+        changed: a change to any other Service or ServiceEntry moved endpoints at most."""
         keys = list(keys)
-        for key in keys:
-            self.registry.update(key)
+        redefined = {key for key in keys if self.registry.update(key)}
         self.route_cache.invalidate_for(keys)
+        return redefined
 
     def add_proxy(self, proxy: ProxyInfo) -> ProxyState:
         state = self.proxies.get(proxy.id)
@@ -124,9 +131,28 @@ class MeshIndex:
         state = self.proxies.get(proxy.id)
         if state is not None:
             reads = view.reads
-            state.dependencies = Dependencies(frozenset(reads.keys), frozenset(reads.lists), reads.registry)
+            eds, inline = _endpoint_sources(config)
+            state.dependencies = Dependencies(
+                frozenset(reads.keys), frozenset(reads.lists), reads.registry, eds, inline
+            )
             state.problems = ctx.problems
         return config, ctx.problems
+
+
+def _endpoint_sources(
+    config: ir.ProxyConfig,
+) -> tuple[dict[ConfigKey, tuple[tuple[str, ir.EndpointSource], ...]], frozenset[ConfigKey]]:
+    eds: dict[ConfigKey, list[tuple[str, ir.EndpointSource]]] = {}
+    inline: set[ConfigKey] = set()
+    for cluster in config.clusters:
+        source = cluster.endpoint_source
+        if source is None:
+            continue
+        if cluster.discovery is ir.Discovery.EDS:
+            eds.setdefault(source.service.source, []).append((cluster.name, source))
+        elif cluster.discovery is not ir.Discovery.ORIGINAL_DST:
+            inline.add(source.service.source)
+    return {k: tuple(v) for k, v in eds.items()}, frozenset(inline)
 
 
 def translate_for_proxy(ctx: TranslateContext, proxy: ProxyInfo) -> ir.ProxyConfig:

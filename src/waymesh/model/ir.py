@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 # --- matching ------------------------------------------------------------------------------
 
@@ -431,6 +432,20 @@ class Cluster:
     # Source address of upstream connections (a sidecar's inbound: 127.0.0.6, which the capture
     # rules let through to the app instead of redirecting it back to 15006).
     bind_address: str | None = None
+    # Where `endpoints` came from (registry clusters only), so an endpoint change can rebuild
+    # this cluster's ClusterLoadAssignment without translating the proxy again. Not part of
+    # the cluster's value: it produces no config.
+    endpoint_source: EndpointSource | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class EndpointSource:
+    """A registry service port (and subset label filter) whose endpoints a cluster carries."""
+
+    service: Any  # waymesh.model.registry.Service (imported there; the registry imports ir)
+    port: int
+    # Only endpoints with all these labels (a DestinationRule subset); None: all endpoints.
+    subset_labels: tuple[tuple[str, str], ...] | None = None
 
 
 # --- secrets -------------------------------------------------------------------------------

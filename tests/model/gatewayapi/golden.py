@@ -39,6 +39,8 @@ def plain(value: Any) -> Any:
         if type(value).__name__ in _TAGGED:
             out["type"] = type(value).__name__
         for f in dataclasses.fields(value):
+            if not f.compare:  # bookkeeping, not part of the value (ir.Cluster.endpoint_source)
+                continue
             v = getattr(value, f.name)
             if f.default is not dataclasses.MISSING:
                 default = f.default

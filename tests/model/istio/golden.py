@@ -47,6 +47,8 @@ def plain(value: Any) -> Any:
                         "TcpFilterChain"):
                 out["type"] = kind
         for f in dataclasses.fields(value):
+            if not f.compare:  # bookkeeping, not part of the value (ir.Cluster.endpoint_source)
+                continue
             v = getattr(value, f.name)
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
