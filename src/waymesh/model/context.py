@@ -12,6 +12,7 @@ from waymesh.config.types import ConfigError
 if TYPE_CHECKING:
     from waymesh.config.mesh import MeshConfig
     from waymesh.model.credentials import CredentialStore
+    from waymesh.model.gatewayapi_attach import AttachCache
     from waymesh.model.registry import Registry
     from waymesh.model.route_cache import RouteCache
 
@@ -30,6 +31,8 @@ class TranslateContext:
     memo: dict[Hashable, Any] = field(default_factory=dict)
     # Translations kept across pushes (see model/route_cache.py); None: translate everything.
     route_cache: RouteCache | None = None
+    # Route binding results kept across pushes (see model/gatewayapi_attach.py); None: bind all.
+    attach_cache: AttachCache | None = None
     # The kind of proxy being translated ("router", "sidecar", ...): the same DestinationRule
     # means different things at a gateway and at a sidecar (ISTIO_MUTUAL).
     proxy_kind: str = "router"

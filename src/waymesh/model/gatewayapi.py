@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from waymesh.config.types import ConfigKey, ConfigObject
 from waymesh.model import ir
@@ -79,6 +80,26 @@ class _Port:
         return min(covering, key=lambda lst: hostname_specificity(lst.hostname), default=None)
 
 
+@dataclass
+class _Piece:
+    """One route's part of one route table."""
+
+    route: ConfigObject
+    out: RouteOutput
+    hosts: frozenset[str]
+
+    def same(self, other: _Piece) -> bool:
+        return self.out is other.out and self.hosts == other.hosts  # (route: same by the id key)
+
+
+@dataclass
+class _TableMemo:
+    pieces: dict[int, _Piece] = field(default_factory=dict)
+    hosts: dict[str, dict[str, tuple]] = field(default_factory=dict)  # host -> route name -> (sort key, route)
+    vhosts: dict[str, ir.VirtualHost] = field(default_factory=dict)
+    table: ir.RouteTable | None = None
+
+
 class _Builder:
     def __init__(self, ctx: TranslateContext, gw: ResolvedGateway, parents: list[ParentResult]) -> None:
         self.ctx = ctx
@@ -87,7 +108,7 @@ class _Builder:
         self.clusters: dict[str, ir.Cluster] = {}
         self.secrets: dict[str, ir.Secret] = {}
         self.tables: list[ir.RouteTable] = []
-        self._translated: dict[tuple[ConfigKey, int, str], RouteOutput] = {}
+        self._translated: dict[tuple[int, int, str], RouteOutput] = {}
         # Accepted bindings per listener, routes already in precedence order.
         self.bindings: dict[int, list[tuple[ConfigObject, Binding]]] = {}
         for pr in parents:
@@ -148,7 +169,7 @@ class _Builder:
             self.secrets.setdefault(s.name, s)
 
     def _translate(self, route: ConfigObject, lc: ListenerContext) -> RouteOutput:
-        key = (route.key, lc.port, lc.scheme)
+        key = (id(route), lc.port, lc.scheme)  # routes outlive the build: ids are theirs
         out = self._translated.get(key)
         if out is None:
             out = self._translated[key] = self._translate_or_reuse(route, lc)
@@ -163,7 +184,10 @@ class _Builder:
         cache = self.ctx.route_cache
         if cache is None:
             return self.routes.translate(route, lc)
-        key = (route.key, route.generation, lc, self.gw.obj.generation)
+        # Plain strings and ints: hashing ConfigKey / ListenerContext dataclasses per route and
+        # push showed up in profiles at 3000 routes.
+        rk = route.key
+        key = (rk.group, rk.kind, rk.namespace, rk.name, route.generation, lc.port, lc.scheme, self.gw.obj.generation)
         hit = cache.lookup(self.gw.obj.key, key)
         if hit is not None:
             out, reads = hit
@@ -200,6 +224,11 @@ class _Builder:
     def _route_table(self, port: _Port, scheme: str) -> str:
         ns, name = self.gw.obj.namespace, self.gw.obj.name
         table_name = f"{ns}/{name}/{scheme}.{port.port}"
+        if self.ctx.route_cache is not None:
+            table = self._route_table_incremental(port, scheme, table_name, self.ctx.route_cache.tables)
+            if table is not None:
+                self.tables.append(table)
+                return table_name
         vhosts: dict[str, dict[str, tuple]] = {}
         for lst in port.listeners:
             for route, binding in self.bindings.get(id(lst), []):
@@ -219,6 +248,68 @@ class _Builder:
             virtual_hosts.append(ir.VirtualHost(name=f"{host}:{port.port}", domains=domains, routes=tuple(r for _, r in ordered)))
         self.tables.append(ir.RouteTable(name=table_name, virtual_hosts=tuple(virtual_hosts)))
         return table_name
+
+    def _route_table_incremental(self, port: _Port, scheme: str, table_name: str, memos: dict) -> ir.RouteTable | None:
+        """The same table as `_route_table` builds, from the last push's: only the virtual hosts
+        that a changed route contributes to are re-sorted and rebuilt; unchanged ones are the
+        same objects, so the xDS builder reuses their serialized bytes. None: build from scratch
+        (two routes' IR routes share a name, where the from-scratch rule of first-wins applies)."""
+        lc = ListenerContext(port.port, scheme)
+        owners: dict[str, ResolvedListener | None] = {}
+        # Per route, in precedence order: (route, its translation, the hosts it serves here).
+        # Keyed by the route object (held by its piece, so the id stays its own): an edited
+        # route is a new object, its old piece is removed and the new one added.
+        pieces: dict[int, _Piece] = {}
+        for lst in port.listeners:
+            for route, binding in self.bindings.get(id(lst), []):
+                if route.kind not in _HTTP_KINDS:
+                    continue
+                out = self._translate(route, lc)
+                hosts = []
+                for host in binding.hostnames:
+                    owner = owners[host] if host in owners else owners.setdefault(host, port.owner(host))
+                    if owner is lst:  # listener isolation: a more specific listener owns this name
+                        hosts.append(host)
+                if hosts:
+                    have = pieces.get(id(route))
+                    pieces[id(route)] = _Piece(route, out, frozenset(hosts) | (have.hosts if have else frozenset()))
+        key = (self.gw.obj.key, table_name)
+        memo: _TableMemo = memos.get(key) or _TableMemo()
+        dirty: set[str] = set()
+        for rkey, old in memo.pieces.items():
+            new = pieces.get(rkey)
+            if new is None or not new.same(old):
+                for host in old.hosts:
+                    routes = memo.hosts[host]
+                    for _k, r in old.out.entries:
+                        routes.pop(r.name, None)
+                    dirty.add(host)
+        for rkey, new in pieces.items():
+            old = memo.pieces.get(rkey)
+            if old is None or not new.same(old):
+                for host in new.hosts:
+                    routes = memo.hosts.setdefault(host, {})
+                    for k, r in new.out.entries:
+                        if r.name in routes:
+                            memos.pop(key, None)
+                            return None
+                        routes[r.name] = (k, r)
+                    dirty.add(host)
+        memo.pieces = pieces
+        for host in dirty:
+            routes = memo.hosts[host]
+            if not routes:
+                del memo.hosts[host]
+                memo.vhosts.pop(host, None)
+                continue
+            ordered = sorted(routes.values(), key=itemgetter(0))
+            domains = ("*",) if host == "*" else (host, f"{host}:{port.port}")
+            memo.vhosts[host] = ir.VirtualHost(name=f"{host}:{port.port}", domains=domains, routes=tuple(r for _, r in ordered))
+        if dirty or memo.table is None:
+            order = sorted(memo.vhosts, key=lambda h: (hostname_specificity(h), h))
+            memo.table = ir.RouteTable(name=table_name, virtual_hosts=tuple(memo.vhosts[h] for h in order))
+        memos[key] = memo
+        return memo.table
 
     # --- L4 ----------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from waymesh.model import ir
 from waymesh.model.authz import apply_security
 from waymesh.model.context import TranslateContext
 from waymesh.model.credentials import CredentialStore
+from waymesh.model.gatewayapi_attach import AttachCache
 from waymesh.model.proxy import ProxyInfo
 from waymesh.model.recording import RecordingRegistry, RecordingView
 from waymesh.model.registry import Registry
@@ -86,11 +87,15 @@ class MeshIndex:
         self.mesh = mesh
         self.registry = Registry(store)
         self.route_cache = RouteCache()
+        # Route binding results: exact by themselves (keyed by the objects binding reads), so
+        # shared by pushes and status passes and never dropped wholesale.
+        self.attach_cache = AttachCache()
         self.proxies: dict[str, ProxyState] = {}
 
     def context(self) -> TranslateContext:
         return TranslateContext(
-            store=self.store, registry=self.registry, credentials=self.credentials, mesh=self.mesh
+            store=self.store, registry=self.registry, credentials=self.credentials, mesh=self.mesh,
+            attach_cache=self.attach_cache,
         )
 
     def apply_changes(self, keys: Iterable[ConfigKey]) -> set[ConfigKey]:
@@ -100,6 +105,7 @@ class MeshIndex:
         keys = list(keys)
         redefined = {key for key in keys if self.registry.update(key)}
         self.route_cache.invalidate_for(keys)
+        self.attach_cache.forget(keys)
         return redefined
 
     def add_proxy(self, proxy: ProxyInfo) -> ProxyState:
@@ -125,7 +131,7 @@ class MeshIndex:
         registry = RecordingRegistry(self.registry, view)
         ctx = TranslateContext(
             store=view, registry=registry, credentials=self.credentials, mesh=self.mesh,  # type: ignore[arg-type]
-            route_cache=self.route_cache,
+            route_cache=self.route_cache, attach_cache=self.attach_cache,
         )  # fmt: skip
         config = apply_security(ctx, proxy, translate_for_proxy(ctx, proxy))
         state = self.proxies.get(proxy.id)

@@ -43,6 +43,9 @@ class RouteCache:
         # after each translation, so old generations never pile up.
         self._entries: dict[Hashable, dict[Hashable, _Entry]] = {}
         self._building: dict[Hashable, dict[Hashable, _Entry]] = {}
+        # Route tables as last assembled, per (gateway, table name): model/gatewayapi.py checks
+        # each route's piece by identity and redoes only what changed.
+        self.tables: dict[Hashable, Any] = {}
         self.hits = 0
         self.misses = 0
 
@@ -54,6 +57,7 @@ class RouteCache:
     def clear(self) -> None:
         """Something outside the store changed (credential files): translate everything again."""
         self._entries.clear()
+        self.tables.clear()
 
     def begin(self, owner: Hashable) -> None:
         self._building[owner] = {}
