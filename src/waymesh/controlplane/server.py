@@ -213,7 +213,9 @@ class ControlPlane:
             self.pushes += 1
             self.last_push_seconds = time.perf_counter() - started
             # Status is for people, not proxies: computed after the xDS streams had their turn.
-            self._status_dirty.set()
+            # Endpoints appear in no status, so an endpoint-only push leaves it alone.
+            if plan is None or everything:
+                self._status_dirty.set()
             await asyncio.sleep(0)
 
     async def _status_loop(self) -> None:
