@@ -13,8 +13,8 @@ name that a more specific listener owns.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from dataclasses import dataclass, field
-from operator import itemgetter
 
 from waymesh.config.types import ConfigKey, ConfigObject
 from waymesh.model import ir
@@ -80,13 +80,13 @@ class _Port:
         return min(covering, key=lambda lst: hostname_specificity(lst.hostname), default=None)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Piece:
     """One route's part of one route table."""
 
     route: ConfigObject
     out: RouteOutput
-    hosts: frozenset[str]
+    hosts: tuple[str, ...]
 
     def same(self, other: _Piece) -> bool:
         return self.out is other.out and self.hosts == other.hosts  # (route: same by the id key)
@@ -95,7 +95,9 @@ class _Piece:
 @dataclass
 class _TableMemo:
     pieces: dict[int, _Piece] = field(default_factory=dict)
-    hosts: dict[str, dict[str, tuple]] = field(default_factory=dict)  # host -> route name -> (sort key, route)
+    hosts: dict[str, dict[str, ir.Route]] = field(default_factory=dict)  # host -> route name -> route
+    keys: dict[str, list[tuple]] = field(default_factory=dict)  # host -> sort keys, ascending
+    ordered: dict[str, list[ir.Route]] = field(default_factory=dict)  # host -> routes in that order
     vhosts: dict[str, ir.VirtualHost] = field(default_factory=dict)
     table: ir.RouteTable | None = None
 
@@ -160,7 +162,7 @@ class _Builder:
         have = self.clusters.get(cluster.name)
         if have is None:
             self.clusters[cluster.name] = cluster
-        elif have != cluster and cluster.protocol == "http2" and have.protocol != "http2":
+        elif cluster.protocol == "http2" and have.protocol != "http2" and have != cluster:
             # A gRPC route needs HTTP/2 to this backend; HTTP/1.1 clients of it still work over h2.
             self.clusters[cluster.name] = cluster
 
@@ -272,7 +274,9 @@ class _Builder:
                         hosts.append(host)
                 if hosts:
                     have = pieces.get(id(route))
-                    pieces[id(route)] = _Piece(route, out, frozenset(hosts) | (have.hosts if have else frozenset()))
+                    if have is not None:  # several bindings of one route on this port
+                        hosts = sorted({*have.hosts, *hosts})
+                    pieces[id(route)] = _Piece(route, out, tuple(hosts))
         key = (self.gw.obj.key, table_name)
         memo: _TableMemo = memos.get(key) or _TableMemo()
         dirty: set[str] = set()
@@ -280,31 +284,37 @@ class _Builder:
             new = pieces.get(rkey)
             if new is None or not new.same(old):
                 for host in old.hosts:
-                    routes = memo.hosts[host]
-                    for _k, r in old.out.entries:
-                        routes.pop(r.name, None)
+                    routes, keys, ordered = memo.hosts[host], memo.keys[host], memo.ordered[host]
+                    for k, r in old.out.entries:
+                        if routes.pop(r.name, None) is not None:
+                            i = bisect_left(keys, k)
+                            del keys[i], ordered[i]
                     dirty.add(host)
         for rkey, new in pieces.items():
             old = memo.pieces.get(rkey)
             if old is None or not new.same(old):
                 for host in new.hosts:
                     routes = memo.hosts.setdefault(host, {})
+                    keys, ordered = memo.keys.setdefault(host, []), memo.ordered.setdefault(host, [])
                     for k, r in new.out.entries:
                         if r.name in routes:
                             memos.pop(key, None)
                             return None
-                        routes[r.name] = (k, r)
+                        routes[r.name] = r
+                        # Kept sorted by precedence as routes come and go (sort keys are unique:
+                        # they hold the route's namespace/name).
+                        i = bisect_left(keys, k)
+                        keys.insert(i, k)
+                        ordered.insert(i, r)
                     dirty.add(host)
         memo.pieces = pieces
         for host in dirty:
-            routes = memo.hosts[host]
-            if not routes:
-                del memo.hosts[host]
-                memo.vhosts.pop(host, None)
+            if not memo.hosts[host]:
+                for d in (memo.hosts, memo.keys, memo.ordered, memo.vhosts):
+                    d.pop(host, None)
                 continue
-            ordered = sorted(routes.values(), key=itemgetter(0))
             domains = ("*",) if host == "*" else (host, f"{host}:{port.port}")
-            memo.vhosts[host] = ir.VirtualHost(name=f"{host}:{port.port}", domains=domains, routes=tuple(r for _, r in ordered))
+            memo.vhosts[host] = ir.VirtualHost(name=f"{host}:{port.port}", domains=domains, routes=tuple(memo.ordered[host]))
         if dirty or memo.table is None:
             order = sorted(memo.vhosts, key=lambda h: (hostname_specificity(h), h))
             memo.table = ir.RouteTable(name=table_name, virtual_hosts=tuple(memo.vhosts[h] for h in order))

@@ -32,13 +32,13 @@ from waymesh.model.gatewayapi_listeners import Cond, ResolvedGateway, ResolvedLi
 _HOSTNAME_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute")
 
 
-@dataclass
+@dataclass(slots=True)
 class Binding:
     listener: ResolvedListener
     hostnames: list[str]  # effective hostnames ("*": any); empty for TCPRoute
 
 
-@dataclass
+@dataclass(slots=True)
 class ParentResult:
     """One (route, parentRef) pair that names this Gateway or one of its ListenerSets."""
 
