@@ -111,6 +111,10 @@ class _Builder:
         self.secrets: dict[str, ir.Secret] = {}
         self.tables: list[ir.RouteTable] = []
         self._translated: dict[tuple[int, int, str], RouteOutput] = {}
+        # The route cache's owner: plain strings hash in C (a ConfigKey dataclass hashes in Python,
+        # twice per route per push).
+        key = gw.obj.key
+        self.cache_owner = (key.group, key.kind, key.namespace, key.name)
         # Accepted bindings per listener, routes already in precedence order.
         self.bindings: dict[int, list[tuple[ConfigObject, Binding]]] = {}
         for pr in parents:
@@ -120,12 +124,12 @@ class _Builder:
 
     def build(self) -> ir.ProxyConfig:
         if self.ctx.route_cache is not None:
-            self.ctx.route_cache.begin(self.gw.obj.key)
+            self.ctx.route_cache.begin(self.cache_owner)
         try:
             return self._build()
         finally:
             if self.ctx.route_cache is not None:
-                self.ctx.route_cache.end(self.gw.obj.key)
+                self.ctx.route_cache.end(self.cache_owner)
 
     def _build(self) -> ir.ProxyConfig:
         ports: dict[int, _Port] = {}
@@ -190,14 +194,14 @@ class _Builder:
         # push showed up in profiles at 3000 routes.
         rk = route.key
         key = (rk.group, rk.kind, rk.namespace, rk.name, route.generation, lc.port, lc.scheme, self.gw.obj.generation)
-        hit = cache.lookup(self.gw.obj.key, key)
+        hit = cache.lookup(self.cache_owner, key)
         if hit is not None:
             out, reads = hit
             replay(self.ctx, reads)
             return out  # type: ignore[no-any-return]
         with capture(self.ctx) as reads:
             out = self.routes.translate(route, lc)
-        cache.store(self.gw.obj.key, key, out, reads)
+        cache.store(self.cache_owner, key, out, reads)
         return out
 
     # --- per port ----------------------------------------------------------------------------
@@ -277,7 +281,7 @@ class _Builder:
                     if have is not None:  # several bindings of one route on this port
                         hosts = sorted({*have.hosts, *hosts})
                     pieces[id(route)] = _Piece(route, out, tuple(hosts))
-        key = (self.gw.obj.key, table_name)
+        key = (self.cache_owner, table_name)
         memo: _TableMemo = memos.get(key) or _TableMemo()
         dirty: set[str] = set()
         for rkey, old in memo.pieces.items():
