@@ -69,6 +69,8 @@ def compute_status(ctx: TranslateContext, now: str | None = None) -> dict[Config
     route_objs: dict[ConfigKey, ConfigObject] = {}
     policy_ancestors: dict[ConfigKey, list[dict]] = {}
     ref_cache: dict[ConfigKey, list[RefProblem]] = {}
+    kept = ctx.route_cache.ref_problems if ctx.route_cache is not None else None
+    used: dict[tuple, list[RefProblem]] = {}
     for gw_obj in ctx.store.list(GATEWAY_API, "Gateway"):
         gw = resolve_gateway(ctx, gw_obj.key)
         if gw is None:
@@ -84,11 +86,18 @@ def compute_status(ctx: TranslateContext, now: str | None = None) -> dict[Config
             route = pr.route
             route_objs[route.key] = route
             if route.key not in ref_cache:
-                ref_cache[route.key] = _route_ref_problems(ctx, gw, route)
+                rk, gk = route.key, gw_obj.key
+                kept_key = (rk.group, rk.kind, rk.namespace, rk.name, route.generation, gk.namespace, gk.name, gw_obj.generation)
+                problems = kept.get(kept_key) if kept is not None else None
+                if problems is None:
+                    problems = _route_ref_problems(ctx, gw, route)
+                used[kept_key] = ref_cache[route.key] = problems
                 report_ref_problems(ctx, route, ref_cache[route.key])
             route_parents.setdefault(route.key, []).append(_parent_status(clock, gw, pr, ref_cache[route.key]))
             if pr.accepted.status:
                 _policy_ancestors(ctx, clock, gw, route, policy_ancestors)
+    if ctx.route_cache is not None:
+        ctx.route_cache.ref_problems = used
     for key, parents_status in route_parents.items():
         out[key] = {"parents": parents_status}
     for key, ancestors in policy_ancestors.items():

@@ -95,7 +95,7 @@ class MeshIndex:
     def context(self) -> TranslateContext:
         return TranslateContext(
             store=self.store, registry=self.registry, credentials=self.credentials, mesh=self.mesh,
-            attach_cache=self.attach_cache,
+            route_cache=self.route_cache, attach_cache=self.attach_cache,
         )
 
     def apply_changes(self, keys: Iterable[ConfigKey]) -> set[ConfigKey]:

@@ -46,6 +46,10 @@ class RouteCache:
         # Route tables as last assembled, per (gateway, table name): model/gatewayapi.py checks
         # each route's piece by identity and redoes only what changed.
         self.tables: dict[Hashable, Any] = {}
+        # Reference problems of each route version per gateway version, for status passes (the
+        # same inputs as a translation, so the same invalidation). Replaced by each status pass
+        # with what it used.
+        self.ref_problems: dict[Hashable, Any] = {}
         self.hits = 0
         self.misses = 0
 
@@ -58,6 +62,7 @@ class RouteCache:
         """Something outside the store changed (credential files): translate everything again."""
         self._entries.clear()
         self.tables.clear()
+        self.ref_problems.clear()
 
     def begin(self, owner: Hashable) -> None:
         self._building[owner] = {}

@@ -136,6 +136,10 @@ class Mesh:
         # (Listeners differ by what the index adds for every proxy, e.g. path normalization.)
         assert plain(config.route_tables) == plain(fresh.route_tables)
         assert plain(config.clusters) == plain(fresh.clusters)
+        fresh_ctx = TranslateContext(store=self.store, registry=Registry(self.store), credentials=self.index.credentials, mesh=MeshConfig())
+        status_ctx = self.index.context()  # with the kept attachments and reference problems
+        assert gatewayapi_status.compute_status(status_ctx, now=NOW) == gatewayapi_status.compute_status(fresh_ctx, now=NOW)
+        assert sorted(map(str, status_ctx.problems)) == sorted(map(str, fresh_ctx.problems))
         out = set()
         for table in config.route_tables:
             for vh in table.virtual_hosts:
