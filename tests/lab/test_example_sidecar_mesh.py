@@ -110,11 +110,19 @@ def test_authorization_edges_and_the_policy_in_the_log(shop: Lab) -> None:
     assert _code(shop, "payments", "http://catalog/") == "403"
     for path in ("/admin", "//admin", "/./admin", "/%61dmin", "/admin/x"):
         assert _code(shop, "web", f"http://cart{path}", "--path-as-is") == "403", path
-    time.sleep(1)  # access logs are flushed about once a second
-    cart_log = _waymesh("lab", "logs", "cart/sidecar", "--lab", shop.name, "-n", "400").stdout
-    assert "rbac_access_denied_matched_policy[ns[shop]-policy[no-admin]-rule[0]]" in cart_log
-    pay_log = _waymesh("lab", "logs", "payments/sidecar", "--lab", shop.name, "-n", "400").stdout
-    assert '"POST /charge HTTP/1.1" 403 - rbac_access_denied_matched_policy[none]' in pay_log
+    # Envoy flushes access logs about once a second (later on a busy machine): wait for the lines.
+    _log_shows(shop, "cart/sidecar", "rbac_access_denied_matched_policy[ns[shop]-policy[no-admin]-rule[0]]")
+    _log_shows(shop, "payments/sidecar", '"POST /charge HTTP/1.1" 403 - rbac_access_denied_matched_policy[none]')
+
+
+def _log_shows(lab: Lab, process: str, text: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        log = _waymesh("lab", "logs", process, "--lab", lab.name, "-n", "1000").stdout
+        if text in log:
+            return
+        assert time.monotonic() < deadline, f"{process} log has no {text!r}:\n{log[-2000:]}"
+        time.sleep(0.5)
 
 
 def _all_v2(lab: Lab, n: int) -> bool:
