@@ -64,9 +64,10 @@ def test_fanout_tiny() -> None:
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (scripts/install.sh --test)")
 def test_traffic_tiny() -> None:
-    r = run("traffic", "--seconds", "1")
+    r = run("traffic", "--seconds", "1", "--rounds", "2")
     for setup in ("gateway", "static_envoy", "backend_direct"):
         assert r["waymesh"][setup]["c16"]["rps"] > 0
+    assert r["waymesh"]["rounds"] == 2 and len(r["waymesh"]["gateway_vs_static_c16_rounds"]) == 2
 
 
 def test_cli_lists_and_rejects() -> None:

@@ -23,7 +23,7 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
     ("routescale", ["--duration", "120"], ["--namespaces", "10", "--routes-per-namespace", "20", "--duration", "20"]),
     ("attached", ["--routes", "1000"], ["--routes", "200"]),
     ("routechange", [], ["--switches", "6", "--interval", "0.3"]),
-    ("traffic", [], ["--seconds", "2"]),
+    ("traffic", [], ["--seconds", "2", "--rounds", "2"]),
     ("propagation", ["--routes", "300", "--attached", "1000", "--churn"], ["--routes", "50", "--attached", "200", "--churn"]),
 ]
 
