@@ -39,7 +39,9 @@ CHAINS = ("WAYMESH_INBOUND", "WAYMESH_IN_REDIRECT", "WAYMESH_OUTPUT", "WAYMESH_R
 
 @dataclass(frozen=True)
 class CaptureConfig:
-    proxy_uid: int = PROXY_UID
+    # None (both): no owner exemption at all, for a sidecarless pod whose node proxy's sockets
+    # are exempt by `proxy_mark` alone (nothing in the pod may bypass capture by its uid).
+    proxy_uid: int | None = PROXY_UID
     proxy_gid: int | None = PROXY_GID  # None: exempt by uid only
     outbound_port: int = OUTBOUND_CAPTURE_PORT
     inbound_port: int = INBOUND_CAPTURE_PORT
@@ -88,7 +90,7 @@ def parse_cidrs(text: str) -> tuple[str, ...]:
 
 
 def _owner_matches(cfg: CaptureConfig) -> list[str]:
-    matches = [f"--uid-owner {cfg.proxy_uid}"]
+    matches = [f"--uid-owner {cfg.proxy_uid}"] if cfg.proxy_uid is not None else []
     if cfg.proxy_gid is not None:
         matches.append(f"--gid-owner {cfg.proxy_gid}")
     return matches
@@ -119,7 +121,7 @@ def restore_script(cfg: CaptureConfig) -> str:
             add(f"-A WAYMESH_OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp ! --dport 15008 -m owner {owner} -j WAYMESH_IN_REDIRECT")
     # Loopback traffic of anyone but the proxy (neither its uid nor its gid) stays local.
     not_proxy = " ".join("! " + o for o in owners)
-    add(f"-A WAYMESH_OUTPUT -o lo -m owner {not_proxy} -j RETURN")
+    add(f"-A WAYMESH_OUTPUT -o lo -m owner {not_proxy} -j RETURN" if owners else "-A WAYMESH_OUTPUT -o lo -j RETURN")
     for owner in owners:
         add(f"-A WAYMESH_OUTPUT -m owner {owner} -j RETURN")
     add("-A WAYMESH_OUTPUT -d 127.0.0.1/32 -j RETURN")

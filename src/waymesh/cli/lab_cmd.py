@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
     lab.command("exec", context_settings={"allow_interspersed_args": False})(exec_)
     lab.command("logs")(logs)
     lab.command("sniff")(sniff)
+    lab.command("restart-node-proxy")(restart_node_proxy)
 
     cap = typer.Typer(help="iptables rules that send a pod's TCP traffic through its proxy (15001/15006).",
                       no_args_is_help=True)  # fmt: skip
@@ -150,14 +151,26 @@ def _print_state(st: object) -> None:
         f"{', CA ' + st.ca_address if st.ca_address else ''}, debug {st.debug_address or '-'}\n"
         f"  sidecar agents run as {user} gid {st.proxy_gid}; lab file {st.spec_file}"
     )
-    table = Table("pod", "namespace", "host", "address", "sidecar", "processes")
+    table = Table("pod", "namespace", "host", "address", "mode", "processes")
     for pod in st.pods:
         procs = [p for p in st.procs if p.name.startswith(pod.name + "/")]
         shown = ", ".join(
             f"{p.name.split('/')[1]} {p.pid}" + ("" if p.exit_code is None else f" (exited {p.exit_code})") for p in procs
         )
-        table.add_row(pod.name, pod.namespace, pod.host, pod.address, "yes" if pod.sidecar else "no", shown or "-")
+        mode = pod.mode or ("sidecar" if pod.sidecar else "none")
+        if pod.waypoint:
+            mode += f" ({pod.waypoint})"
+        table.add_row(pod.name, pod.namespace, pod.host, pod.address, mode, shown or "-")
     console.print(table)
+    for h in st.hosts:
+        nps = [p for p in st.procs if p.name == f"{h.name}/node-proxy"]
+        if not h.node_proxy:
+            what = "no node proxy"
+        else:
+            what = "node proxy " + ", ".join(
+                f"pid {p.pid} " + ("running" if p.exit_code is None else f"exited {p.exit_code}") for p in nps
+            ) + f"; metrics http://{h.address}:15020/metrics; log {nps[-1].log if nps else '-'}"
+        console.print(f"  host {h.name} {h.address}: {what}")
     for p in st.procs:
         if "/" not in p.name or p.name.endswith("/host"):
             state = "running" if p.exit_code is None else f"exited {p.exit_code}"
@@ -197,7 +210,9 @@ def exec_(
 
 
 def logs(
-    process: str = typer.Argument(..., help="`control-plane`, `POD` (its app), `POD/sidecar` or `HOST`."),
+    process: str = typer.Argument(
+        ..., help="`control-plane`, `POD` (its app), `POD/sidecar`, `POD/waypoint`, `HOST` or `HOST/node-proxy`."
+    ),
     lab_name: str | None = typer.Option(None, "--lab", help="Lab name (default: the only lab)."),
     lines: int = typer.Option(50, "-n", help="Last N lines."),
 ) -> None:
@@ -213,7 +228,7 @@ def logs(
         return
     assert st is not None
     for want in (process, f"{process}/app", f"{process}/host"):
-        for p in st.procs:
+        for p in reversed(st.procs):  # the newest of a name (a restarted node proxy has two)
             if p.name == want:
                 typer.echo(procs.tail(p.log, lines))
                 return
@@ -251,6 +266,26 @@ def sniff(
             pass
     lines = describe_streams(cap.streams())
     typer.echo("\n".join(lines) if lines else "no TCP payload seen")
+
+
+def restart_node_proxy(
+    host: str = typer.Argument(..., help="Host whose node proxy to restart."),
+    lab_name: str | None = typer.Option(None, "--lab", help="Lab name (default: the only lab)."),
+    timeout: float = typer.Option(90.0, help="Seconds to wait for the new node proxy."),
+) -> None:
+    """Replace a host's node proxy without failing new connections: a second one starts and binds
+    next to it (SO_REUSEPORT); once it is ready the old one gets SIGTERM and drains."""
+    from waymesh.lab.control import request
+    from waymesh.lab.runner import LabError, running_lab
+
+    try:
+        lab = running_lab(lab_name)
+        answer = request(lab, "restart-node-proxy", timeout=timeout, host=host)
+    except (LabError, RuntimeError) as e:
+        _fail(str(e))
+        return
+    typer.echo(f"node proxy of {host}: pid {answer['new_pid']} is ready, pid {answer['old_pid']} is draining "
+               f"(log {answer['new_log']})")  # fmt: skip
 
 
 # --- capture -------------------------------------------------------------------------------------

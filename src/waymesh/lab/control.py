@@ -46,3 +46,35 @@ def start_detached(file: str | Path, name: str, timeout: float = 60.0) -> LabSta
     proc = spawn_supervisor(file, name, timeout)
     # Each stage has `timeout`; the whole start may take a few of them.
     return wait_ready(proc, name, timeout * 4)
+
+
+def request(name: str, action: str, timeout: float = 90.0, **args: object) -> dict[str, object]:
+    """Ask lab `name`'s supervisor to do `action` (it owns the processes and state.json) and
+    wait for its answer. RuntimeError when the lab is not up or the supervisor does not answer."""
+    import json
+    import os
+    import secrets
+
+    from waymesh.lab.state import lab_dir, pid_alive
+
+    st = LabState.load(name)
+    if st is None or not pid_alive(st.supervisor_pid):
+        raise RuntimeError(f"lab {name} is not up (no live supervisor)")
+    d = lab_dir(name) / "requests"
+    d.mkdir(parents=True, exist_ok=True)
+    req = d / f"{time.time_ns()}-{secrets.token_hex(3)}.json"
+    tmp = req.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"action": action, **args}))
+    os.replace(tmp, req)
+    done = req.with_name(req.name + ".done")
+    deadline = time.monotonic() + timeout
+    while not done.exists():
+        if time.monotonic() > deadline or not pid_alive(st.supervisor_pid):
+            req.unlink(missing_ok=True)
+            raise RuntimeError(f"lab {name}: the supervisor did not answer {action} within {timeout:.0f}s")
+        time.sleep(0.05)
+    answer = json.loads(done.read_text())
+    done.unlink(missing_ok=True)
+    if not answer.get("ok"):
+        raise RuntimeError(str(answer.get("error")))
+    return dict(answer)

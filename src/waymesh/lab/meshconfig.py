@@ -4,7 +4,9 @@ Written into the lab's generated config directory, which the control plane reads
 user's own. Services select WorkloadEntries by labels exactly as a Kubernetes Service selects
 pods; a WorkloadEntry carries the pod's address, labels and service account (its identity).
 Pods with a sidecar get `security.istio.io/tlsMode: istio`, the label Istio's injector puts
-on pods and that auto-mTLS keys on.
+on pods and that auto-mTLS keys on. Namespaces carry the lab's labels (`istio.io/dataplane-mode:
+ambient` makes their pods sidecarless, `istio.io/use-waypoint` binds a waypoint); a waypoint pod
+gets `gateway.networking.k8s.io/gateway-name`, as the Deployment Istio creates for a waypoint.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from waymesh.lab.spec import LabSpec, ServiceSpec
+from waymesh.lab.spec import GATEWAY_NAME_LABEL, LabSpec, ServiceSpec
 from waymesh.lab.state import PodState
 from waymesh.model.istio_hosts import CLUSTER_DOMAIN
 from waymesh.model.service_vips import auto_vip
@@ -29,13 +31,18 @@ def pod_labels(pod: PodState) -> dict[str, str]:
     labels = dict(pod.labels)
     if pod.sidecar:
         labels.setdefault(TLS_MODE_LABEL, "istio")
+    if pod.waypoint:
+        labels[GATEWAY_NAME_LABEL] = pod.waypoint
     return labels
 
 
 def objects(spec: LabSpec, pods: list[PodState], lab: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for ns in sorted({p.namespace for p in pods} | {s.namespace for s in spec.services}):
-        out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    for ns in sorted({p.namespace for p in pods} | {s.namespace for s in spec.services} | {n.name for n in spec.namespaces}):
+        meta: dict[str, Any] = {"name": ns}
+        if spec.namespace_labels(ns):
+            meta["labels"] = dict(spec.namespace_labels(ns))
+        out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
     for pod in pods:
         out.append(
             {
@@ -60,7 +67,8 @@ def objects(spec: LabSpec, pods: list[PodState], lab: str) -> list[dict[str, Any
             {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": {"name": svc.name, "namespace": svc.namespace, "annotations": {"waymesh.io/lab": lab}},
+                "metadata": {"name": svc.name, "namespace": svc.namespace, "annotations": {"waymesh.io/lab": lab},
+                             **({"labels": dict(svc.labels)} if svc.labels else {})},
                 "spec": {
                     "clusterIP": service_vip(svc),
                     "selector": dict(svc.selector),

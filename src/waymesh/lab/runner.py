@@ -2,7 +2,9 @@
 
 `up` runs in the foreground as the lab's supervisor: it creates the network, starts the control
 plane and every pod (capture rules, then the sidecar, then, once the sidecar is ready, the app:
-Istio's holdApplicationUntilProxyStarts), records everything in state.json, and waits. SIGTERM
+Istio's holdApplicationUntilProxyStarts), records everything in state.json, and waits. A lab
+with sidecarless pods also gets a node proxy per host (`waymesh node-proxy` in the host's
+namespace), started after its pods' capture rules and tokens and before their apps. SIGTERM
 or SIGINT tears the lab down. If the supervisor dies without tearing down (SIGKILL, a crash),
 `down NAME` removes what is left, from the state file and by name.
 """
@@ -13,6 +15,7 @@ import contextlib
 import fcntl
 import functools
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -28,7 +31,7 @@ from pathlib import Path
 from waymesh.capture import apply as capture
 from waymesh.capture.rules import PROXY_GID, PROXY_UID, CaptureConfig
 from waymesh.lab import meshconfig, net, procs
-from waymesh.lab.spec import LabSpec
+from waymesh.lab.spec import LabSpec, PodSpec
 from waymesh.lab.state import (
     HostState,
     LabState,
@@ -48,6 +51,13 @@ XDS_PORT = 15010
 CA_PORT = 15012
 DEBUG_PORT = 15014
 READINESS_PORT = 15021
+NODE_PROXY_METRICS_PORT = 15020
+# The SO_MARK of every socket a node proxy owns in a pod's namespace (ztunnel's 0x539): the pod's
+# capture rules let those through, and nothing else (no uid exemption in a sidecarless pod).
+NODE_PROXY_MARK = 0x539
+# What a sidecarless pod's inbound capture leaves alone: HBONE and the node proxy's ports.
+SIDECARLESS_INBOUND_EXCLUDED = (15008, 15020, 15021)
+NODE_PROXY_READY_LINE = "node proxy ready"
 # Envoy's --base-id names its shared memory, which is per IPC namespace, and pods share the
 # machine's: ids from this range do not meet the admin-port-derived ids other proxies use.
 BASE_ID_START = 1_000_000
@@ -150,6 +160,7 @@ class LabRunner:
                 name=p.name, host=host, netns=node_netns(name, p.name), address=address,
                 namespace=p.namespace, service_account=p.serviceAccount, labels=dict(p.labels),
                 sidecar=p.sidecar, veth=f"vp{i}", host_netns=node_netns(name, host), ports=list(p.ports),
+                mode=self.spec.mode_of(p), waypoint=p.waypoint,
             )  # fmt: skip
             net.create_pod(pod.netns, pod.host_netns, pod.veth, address, net.host_address(network, hi), network.prefixlen)
             net.write_etc(pod.netns, meshconfig.host_names(self.spec, p.namespace), p.name, address)
@@ -169,10 +180,15 @@ class LabRunner:
                 self._spawn(f"{h.name}/host", hs.netns, procs.resolve_command(h.argv()), env=env)
         st.save()
 
-        # Capture first (the init container), then sidecars, then apps once their sidecar is ready.
+        # Capture first (the init container), then sidecars, waypoints and node proxies, then
+        # apps once their proxy is ready.
         for i, (p, pod) in enumerate(zip(self.spec.pods, st.pods, strict=True)):
             c = p.capture
-            if c.enabled if c.enabled is not None else p.sidecar:
+            if pod.mode == "sidecarless":
+                if c.enabled is not False:
+                    capture.install(self._sidecarless_capture(p), pod.netns)
+                self._pod_credentials(pod)
+            elif c.enabled if c.enabled is not None else p.sidecar:
                 capture.install(
                     CaptureConfig(
                         proxy_uid=PROXY_UID, proxy_gid=PROXY_GID, inbound=c.inbound,
@@ -182,17 +198,29 @@ class LabRunner:
                     ),
                     pod.netns,
                 )  # fmt: skip
-            if p.sidecar:
+            if p.sidecar or p.waypoint:
                 # HOME: the proxy user's /root (if it sees one) is a read-only view.
                 home = self.dir / "pods" / pod.name
                 env = {**self._pod_env(pod), "HOME": str(home)}
-                self._spawn(f"{pod.name}/sidecar", pod.netns, self._sidecar_argv(p, pod, i), uid=st.proxy_uid,
+                kind = "sidecar" if p.sidecar else "waypoint"
+                self._spawn(f"{pod.name}/{kind}", pod.netns, self._sidecar_argv(p, pod, i, kind), uid=st.proxy_uid,
                             gid=PROXY_GID, env=env, cwd=home)  # fmt: skip
+        node_proxy_hosts = set(self.spec.node_proxy_hosts())
+        for hs in st.hosts:
+            if hs.name in node_proxy_hosts:
+                hs.node_proxy = True
+                self._spawn_node_proxy(hs)
         st.save()
         for p, pod in zip(self.spec.pods, st.pods, strict=True):
-            if p.sidecar:
-                self._wait(f"sidecar of {pod.name}", f"{pod.name}/sidecar",
+            if p.sidecar or p.waypoint:
+                kind = "sidecar" if p.sidecar else "waypoint"
+                self._wait(f"{kind} of {pod.name}", f"{pod.name}/{kind}",
                            lambda pod=pod: _http_ok(pod.netns, "127.0.0.1", READINESS_PORT, "/healthz/ready"))  # fmt: skip
+        for hs in st.hosts:
+            if hs.node_proxy:
+                proc = self._current(f"{hs.name}/node-proxy")
+                self._wait(f"the node proxy of {hs.name}", proc.state.name,
+                           lambda hs=hs, proc=proc: self._node_proxy_ready(hs, proc), proc=proc)  # fmt: skip
         for p, pod in zip(self.spec.pods, st.pods, strict=True):
             argv = p.argv()
             if argv:
@@ -267,14 +295,119 @@ class LabRunner:
             self._wait("the CA", "control-plane",
                        lambda: bundle.exists() and bundle.stat().st_size > 0 and _connects(None, ca_host, int(ca_port)))  # fmt: skip
 
-    def _sidecar_argv(self, p: object, pod: PodState, i: int) -> list[str]:
-        from waymesh.lab.spec import PodSpec
+    # --- sidecarless pods and node proxies ----------------------------------------------------
 
+    def _sidecarless_capture(self, p: PodSpec) -> CaptureConfig:
+        """In-pod capture for a node proxy: outbound -> 15001, inbound -> 15006 except HBONE and
+        the node proxy's ports; only sockets with the node proxy's mark are exempt."""
+        c = p.capture
+        return CaptureConfig(
+            proxy_uid=None, proxy_gid=None, inbound=c.inbound, proxy_mark=c.proxyMark or NODE_PROXY_MARK,
+            default_inbound_excluded=SIDECARLESS_INBOUND_EXCLUDED,
+            exclude_inbound_ports=tuple(c.excludeInboundPorts), exclude_outbound_ports=tuple(c.excludeOutboundPorts),
+            exclude_outbound_cidrs=tuple(c.excludeOutboundCIDRs),
+        )  # fmt: skip
+
+    def _pod_credentials(self, pod: PodState) -> None:
+        """What a sidecarless pod hands its node proxy: a bootstrap token for its identity at
+        `pods/<pod>/token` and the trust bundle (`pods/<pod>/root-cert.pem`), as for a sidecar."""
+        d = self.dir / "pods" / pod.name
+        d.mkdir(parents=True, exist_ok=True)
+        bundle = self.dir / "ca" / "trust-bundle.pem"
+        if bundle.exists():
+            shutil.copyfile(bundle, d / "root-cert.pem")
+            os.chmod(d / "root-cert.pem", 0o644)
+        if _command_options("token", "create"):
+            self._issue_token(pod)
+
+    def _node_proxy_argv(self, hs: HostState) -> list[str]:
+        st = self.state
+        assert st is not None
+        h = next(h for h in self.spec.hosts if h.name == hs.name)
+        if not _command_options("node-proxy"):
+            raise LabError(f"host {hs.name} needs a node proxy (it has sidecarless pods) and this waymesh has no "
+                           f"`waymesh node-proxy` command; set nodeProxy: false on the host to run without one")  # fmt: skip
+        if not st.xds_address or not st.ca_address:
+            raise LabError(f"the node proxy of {hs.name} needs the control plane's xDS and CA addresses")
+        args = ["node-proxy", "--node", hs.name, "--xds", st.xds_address, "--ca", st.ca_address,
+                "--lab-state", str(self.dir / "state.json"), "--proxy-mark", hex(NODE_PROXY_MARK),
+                "--metrics-port", str(NODE_PROXY_METRICS_PORT)]  # fmt: skip
+        return procs.waymesh_argv(*args, *h.nodeProxyArgs)
+
+    def _spawn_node_proxy(self, hs: HostState) -> _Proc:
+        st = self.state
+        assert st is not None
+        h = next(h for h in self.spec.hosts if h.name == hs.name)
+        n = sum(1 for p in self.procs if p.state.name == f"{hs.name}/node-proxy")
+        env = {**self._env(), "NODE_NAME": hs.name, "HOST_IP": hs.address, **h.env}
+        # Each process its own log (a restart runs two at once): HOST.node-proxy[.N].log.
+        return self._spawn(f"{hs.name}/node-proxy", hs.netns, self._node_proxy_argv(hs), env=env,
+                           log_suffix=f".{n}" if n else "")  # fmt: skip
+
+    def _node_proxy_ready(self, hs: HostState, proc: _Proc, probe_port: bool = True) -> bool:
+        """Its "node proxy ready" log line, or (first start only: one process binds the port)
+        200 on /healthz/ready at the host's address."""
+        try:
+            if NODE_PROXY_READY_LINE in Path(proc.state.log).read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+        return probe_port and _http_ok(hs.netns, hs.address, NODE_PROXY_METRICS_PORT, "/healthz/ready")
+
+    def _current(self, name: str) -> _Proc:
+        """The newest process of that name (a restarted node proxy has two entries)."""
+        return [p for p in self.procs if p.state.name == name][-1]
+
+    def restart_node_proxy(self, host: str) -> dict[str, object]:
+        """Start a second node proxy for `host`, wait until it is ready (it binds with
+        SO_REUSEPORT next to the old one), then SIGTERM the old one, which stops accepting and
+        drains. New connections never find the ports closed."""
+        st = self.state
+        assert st is not None
+        hs = next((h for h in st.hosts if h.name == host), None)
+        if hs is None or not hs.node_proxy:
+            with_np = [h.name for h in st.hosts if h.node_proxy]
+            raise LabError(f"host {host!r} runs no node proxy (hosts with one: {', '.join(with_np) or 'none'})")
+        old = self._current(f"{host}/node-proxy")
+        new = self._spawn_node_proxy(hs)
+        st.save()
+        self._wait(f"the new node proxy of {host}", new.state.name,
+                   lambda: self._node_proxy_ready(hs, new, probe_port=False), proc=new)  # fmt: skip
+        t0 = time.monotonic()
+        if old.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old.popen.pid, signal.SIGTERM)
+        st.save()
+        return {"host": host, "old_pid": old.popen.pid, "new_pid": new.popen.pid, "new_log": new.state.log,
+                "signalled_after_s": round(time.monotonic() - t0, 3)}  # fmt: skip
+
+    def _handle_requests(self) -> None:
+        """Requests from `waymesh lab restart-node-proxy` (another process): REQ.json in
+        requests/, answered in REQ.json.done."""
+        d = self.dir / "requests"
+        if not d.is_dir():
+            return
+        for req in sorted(d.glob("*.json")):
+            try:
+                body = json.loads(req.read_text())
+                if body.get("action") != "restart-node-proxy":
+                    raise LabError(f"unknown request {body.get('action')!r}")
+                answer: dict[str, object] = {"ok": True, **self.restart_node_proxy(str(body["host"]))}
+            except (LabError, ValueError, KeyError, OSError) as e:
+                answer = {"ok": False, "error": str(e)}
+            tmp = req.with_suffix(".tmp")
+            tmp.write_text(json.dumps(answer))
+            req.unlink(missing_ok=True)
+            os.replace(tmp, req.with_name(req.name + ".done"))
+
+    def _sidecar_argv(self, p: object, pod: PodState, i: int, kind: str = "sidecar") -> list[str]:
         assert isinstance(p, PodSpec) and self.state is not None
         st = self.state
-        options = _command_options("proxy", "sidecar")
+        options = _command_options("proxy", kind)
+        if not options:
+            raise LabError(f"pod {pod.name}: this waymesh has no `waymesh proxy {kind}` command")
         labels = ",".join(f"{k}={v}" for k, v in meshconfig.pod_labels(pod).items())
-        args = ["proxy", "sidecar", "--name", pod.name, "--namespace", pod.namespace, "--labels", labels,
+        args = ["proxy", kind, "--name", pod.name, "--namespace", pod.namespace, "--labels", labels,
                 "--ip", pod.address, "--base-id", str(BASE_ID_START + st.index * 1000 + i)]  # fmt: skip
         if st.xds_address:
             args += ["--discovery-address", st.xds_address]
@@ -320,19 +453,22 @@ class LabRunner:
         return out
 
     def _spawn(self, name: str, netns: str | None, argv: list[str], uid: int | None = None,
-               gid: int | None = None, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:  # fmt: skip
+               gid: int | None = None, env: dict[str, str] | None = None, cwd: Path | None = None,
+               log_suffix: str = "") -> _Proc:  # fmt: skip
         assert self.state is not None
-        logfile = self.dir / "logs" / (name.replace("/", ".") + ".log")
+        logfile = self.dir / "logs" / (name.replace("/", ".") + log_suffix + ".log")
         full = procs.netns_argv(netns, argv, uid, gid)
         popen = procs.spawn(full, logfile, env, cwd)
         ps = ProcState(name=name, pid=popen.pid, argv=full, netns=netns, log=str(logfile), started=time.time())
-        self.procs.append(_Proc(ps, popen))
+        proc = _Proc(ps, popen)
+        self.procs.append(proc)
         self.state.procs.append(ps)
+        return proc
 
-    def _wait(self, what: str, proc_name: str, check: object) -> None:
+    def _wait(self, what: str, proc_name: str, check: object, proc: _Proc | None = None) -> None:
         deadline = time.monotonic() + self.ready_timeout
-        proc = next(p for p in self.procs if p.state.name == proc_name) if any(
-            p.state.name == proc_name for p in self.procs) else None  # fmt: skip
+        if proc is None and any(p.state.name == proc_name for p in self.procs):
+            proc = self._current(proc_name)
         while True:
             if self._stop.is_set():
                 raise LabError("stopped while starting")
@@ -355,6 +491,7 @@ class LabRunner:
         """Record children that exit until stopped (SIGTERM/SIGINT call stop())."""
         assert self.state is not None
         while not self._stop.wait(0.2):
+            self._handle_requests()
             changed = False
             for p in self.procs:
                 if p.state.exit_code is None and p.popen.poll() is not None:

@@ -26,6 +26,12 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 # The proxy UID/GID whose traffic capture exempts (Istio's 1337).
 PROXY_UID = 1337
 
+# Istio's labels for sidecarless (ambient) mode and waypoints.
+DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+# A pod's data plane, as `lab status` shows it.
+MODES = ("sidecar", "sidecarless", "waypoint", "none")
+
 
 def _name(v: str, what: str, max_len: int = 40) -> str:
     if len(v) > max_len or not _DNS_LABEL.match(v):
@@ -55,6 +61,10 @@ class HostSpec(_Model):
     # before the pods; argv list or a string split like a shell would.
     command: list[str] | str | None = None
     env: dict[str, str] = {}
+    # Run `waymesh node-proxy` here when the host has sidecarless pods (false: opt out, e.g.
+    # to run your own with `command:`).
+    nodeProxy: bool = True
+    nodeProxyArgs: list[str] = []  # extra `waymesh node-proxy` arguments
 
     @field_validator("name")
     @classmethod
@@ -127,6 +137,9 @@ class PodSpec(_Model):
     capture: CaptureSpec = CaptureSpec()
     # Extra arguments appended to the sidecar agent's command line.
     sidecarArgs: list[str] = []
+    # This pod is the waypoint proxy of the Gateway of this name (in the pod's namespace): it
+    # runs `waymesh proxy waypoint` and gets the gateway-name label; no capture.
+    waypoint: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -153,8 +166,30 @@ class PodSpec(_Model):
     def _cmd(cls, v: list[str] | str | None) -> list[str] | str | None:
         return _check_command(v)
 
+    @field_validator("waypoint")
+    @classmethod
+    def _wp(cls, v: str | None) -> str | None:
+        return None if v is None else _name(v, "waypoint (Gateway) name", 63)
+
     def argv(self) -> list[str]:
         return _argv(self.command)
+
+
+class NamespaceSpec(_Model):
+    """A namespace with labels (`istio.io/dataplane-mode: ambient`, `istio.io/use-waypoint`)."""
+
+    name: str
+    labels: dict[str, str] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return _name(v, "namespace", 63)
+
+    @field_validator("labels")
+    @classmethod
+    def _l(cls, v: dict[str, str]) -> dict[str, str]:
+        return _labels(v)
 
 
 class ServicePortSpec(_Model):
@@ -172,6 +207,7 @@ class ServiceSpec(_Model):
     namespace: str = "default"
     ports: Annotated[list[ServicePortSpec], Field(min_length=1)]
     selector: dict[str, str]
+    labels: dict[str, str] = {}  # on the Service object (e.g. istio.io/use-waypoint)
     address: str | None = None  # default: auto_vip(namespace, name) in 240.240.0.0/16
 
     @field_validator("name")
@@ -191,6 +227,11 @@ class ServiceSpec(_Model):
             raise ValueError("selector must name at least one label")
         return _labels(v)
 
+    @field_validator("labels")
+    @classmethod
+    def _lab(cls, v: dict[str, str]) -> dict[str, str]:
+        return _labels(v)
+
 
 class ControlPlaneSpec(_Model):
     enabled: bool = True
@@ -206,6 +247,7 @@ class LabSpec(_Model):
     network: str | None = None
     controlPlane: ControlPlaneSpec = ControlPlaneSpec()
     hosts: Annotated[list[HostSpec], Field(min_length=1)] = [HostSpec(name="node-1")]
+    namespaces: list[NamespaceSpec] = []
     pods: list[PodSpec] = []
     services: list[ServiceSpec] = []
 
@@ -236,6 +278,15 @@ class LabSpec(_Model):
                 raise _AtPath(("hosts", i, "name"), f"name {h.name!r} is already used by a {seen[h.name]}")
             seen[h.name] = "host"
         hosts = {h.name for h in self.hosts}
+        namespaces: set[str] = set()
+        for i, n in enumerate(self.namespaces):
+            if n.name in namespaces:
+                raise _AtPath(("namespaces", i, "name"), f"namespace {n.name!r} is listed twice")
+            namespaces.add(n.name)
+            mode = n.labels.get(DATAPLANE_MODE_LABEL)
+            if mode not in (None, "ambient", "none"):
+                raise _AtPath(("namespaces", i, "labels", DATAPLANE_MODE_LABEL),
+                              f"{DATAPLANE_MODE_LABEL} must be 'ambient' or 'none', got {mode!r}")  # fmt: skip
         addresses: set[str] = set()
         for i, p in enumerate(self.pods):
             if p.name in seen:
@@ -245,6 +296,22 @@ class LabSpec(_Model):
                 raise _AtPath(("pods", i), "host is required when the lab has more than one host")
             if p.sidecar and not self.controlPlane.enabled:
                 raise _AtPath(("pods", i, "sidecar"), "a sidecar needs the control plane (controlPlane.enabled is false)")
+            mode = p.labels.get(DATAPLANE_MODE_LABEL)
+            if mode not in (None, "ambient", "none"):
+                raise _AtPath(("pods", i, "labels", DATAPLANE_MODE_LABEL),
+                              f"{DATAPLANE_MODE_LABEL} must be 'ambient' or 'none', got {mode!r}")  # fmt: skip
+            if p.waypoint is not None:
+                if p.sidecar:
+                    raise _AtPath(("pods", i, "waypoint"), "a waypoint pod cannot also have a sidecar")
+                if not self.controlPlane.enabled:
+                    raise _AtPath(("pods", i, "waypoint"), "a waypoint needs the control plane (controlPlane.enabled is false)")
+                if p.command is not None:
+                    raise _AtPath(("pods", i, "command"), "a waypoint pod runs `waymesh proxy waypoint`; it takes no command")
+                if GATEWAY_NAME_LABEL in p.labels and p.labels[GATEWAY_NAME_LABEL] != p.waypoint:
+                    raise _AtPath(("pods", i, "labels", GATEWAY_NAME_LABEL),
+                                  f"contradicts waypoint: {p.waypoint!r}")  # fmt: skip
+            elif self.mode_of(p) == "sidecarless" and not self.controlPlane.enabled:
+                raise _AtPath(("pods", i), "a sidecarless pod needs the control plane (its node proxy's config and certificates)")
             if p.host is not None and p.host not in hosts:
                 raise _AtPath(("pods", i, "host"), f"no host named {p.host!r} (hosts: {', '.join(sorted(hosts))})")
             if p.address is not None:
@@ -268,6 +335,27 @@ class LabSpec(_Model):
 
     def host_of(self, pod: PodSpec) -> str:
         return pod.host or self.hosts[0].name
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        for n in self.namespaces:
+            if n.name == namespace:
+                return n.labels
+        return {}
+
+    def mode_of(self, pod: PodSpec) -> str:
+        """sidecar | sidecarless | waypoint | none (Istio: a sidecar wins; the pod's
+        dataplane-mode label overrides its namespace's)."""
+        if pod.waypoint is not None:
+            return "waypoint"
+        if pod.sidecar:
+            return "sidecar"
+        mode = pod.labels.get(DATAPLANE_MODE_LABEL) or self.namespace_labels(pod.namespace).get(DATAPLANE_MODE_LABEL)
+        return "sidecarless" if mode == "ambient" else "none"
+
+    def node_proxy_hosts(self) -> list[str]:
+        """Hosts that run a node proxy: those with a sidecarless pod, unless they opt out."""
+        used = {self.host_of(p) for p in self.pods if self.mode_of(p) == "sidecarless"}
+        return [h.name for h in self.hosts if h.name in used and h.nodeProxy]
 
 
 class _AtPath(ValueError):

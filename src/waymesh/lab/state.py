@@ -49,7 +49,7 @@ def root_link(index: int) -> str:
 
 @dataclass
 class ProcState:
-    name: str  # "control-plane", "<pod>/app", "<pod>/sidecar"
+    name: str  # "control-plane", "<pod>/app", "<pod>/sidecar", "<pod>/waypoint", "<host>/node-proxy"
     pid: int
     argv: list[str]
     netns: str | None
@@ -71,6 +71,8 @@ class PodState:
     veth: str  # host-side veth (in the host's netns): sniff here to see the pod's wire bytes
     host_netns: str
     ports: list[int] = field(default_factory=list)
+    mode: str = ""  # sidecar | sidecarless | waypoint | none ("" in state files of older labs)
+    waypoint: str | None = None  # the Gateway this pod is the waypoint of
 
 
 @dataclass
@@ -78,6 +80,7 @@ class HostState:
     name: str
     netns: str
     address: str
+    node_proxy: bool = False  # the lab runs `waymesh node-proxy` here (proc "<host>/node-proxy")
 
 
 @dataclass
