@@ -1,0 +1,96 @@
+"""Workload feed records: testdata/workloads/<case>.in.yaml -> <case>.out.yaml (records + problems).
+
+The first line of an input may carry `# mesh: {...}` (the mesh config). Set
+WAYMESH_UPDATE_GOLDEN=1 to rewrite the outputs; review the diff before committing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from waymesh.config.loader import load_text
+from waymesh.config.mesh import MeshConfig
+from waymesh.config.store import ConfigStore
+from waymesh.generate.workloads import Records, build_records, records_as_documents
+from waymesh.model.context import TranslateContext
+from waymesh.model.credentials import CredentialStore
+from waymesh.model.registry import Registry
+
+TESTDATA = Path(__file__).parent / "testdata" / "workloads"
+UPDATE = os.environ.get("WAYMESH_UPDATE_GOLDEN") == "1"
+CASES = sorted(p.name.removesuffix(".in.yaml") for p in TESTDATA.glob("*.in.yaml"))
+
+
+def build(text: str, name: str = "in.yaml") -> tuple[Records, ConfigStore]:
+    loaded = load_text(text, name)
+    store = ConfigStore()
+    store.apply_source(name, loaded.objects, loaded.errors)
+    mesh = MeshConfig()
+    first = text.splitlines()[0] if text else ""
+    if first.startswith("# mesh: "):
+        mesh = MeshConfig.model_validate(yaml.safe_load(first.removeprefix("# mesh: ")))
+    ctx = TranslateContext(store=store, registry=Registry(store), credentials=CredentialStore(None, store), mesh=mesh)
+    return build_records(ctx), store
+
+
+def rendered(case: str) -> dict[str, Any]:
+    records, store = build((TESTDATA / f"{case}.in.yaml").read_text(), f"{case}.in.yaml")
+    problems = sorted({str(e) for e in [*store.errors(), *records.problems]})
+    return {"problems": problems, "records": records_as_documents(records)}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case: str) -> None:
+    got = yaml.safe_dump(rendered(case), sort_keys=False, width=120)
+    out = TESTDATA / f"{case}.out.yaml"
+    if UPDATE or not out.exists():
+        out.write_text(got)
+    assert yaml.safe_load(out.read_text()) == yaml.safe_load(got), f"{out} differs (WAYMESH_UPDATE_GOLDEN=1)"
+
+
+PODS = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: k, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-7d9f8-abcde, namespace: k, labels: {app: web, pod-template-hash: 7d9f8}}
+spec: {serviceAccountName: web, nodeName: node-1, containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pending, namespace: k, labels: {app: web}}
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: k}
+spec: {clusterIP: 10.96.1.1, selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}
+"""
+
+
+def test_pods_in_kubernetes_mode() -> None:
+    from waymesh.model.api.workload import with_status
+
+    loaded = load_text(PODS, "pods.yaml")
+    for obj in loaded.objects:
+        if obj.kind == "Pod" and obj.name.startswith("web"):
+            obj.spec = with_status(obj.spec, {"podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]})
+    store = ConfigStore()
+    store.apply_source("pods.yaml", loaded.objects, loaded.errors)
+    ctx = TranslateContext(store=store, registry=Registry(store), credentials=CredentialStore(None, store),
+                           mesh=MeshConfig())
+    records = build_records(ctx)
+    assert list(records.workloads) == ["k/web-7d9f8-abcde"]  # the pod without an IP is not a workload yet
+    w = records.workloads["k/web-7d9f8-abcde"]
+    assert (w.node, w.service_account, w.workload_name, list(w.addresses)) == ("node-1", "web", "web", ["10.244.0.5"])
+    assert w.tunnel_protocol == 1  # HBONE: the namespace is ambient
+    svc = records.services["k/web.k.svc.cluster.local"]
+    assert list(svc.endpoints) == ["k/web-7d9f8-abcde"]
+    assert (svc.ports[0].service_port, svc.ports[0].target_port) == (80, 8080)  # named targetPort resolved
