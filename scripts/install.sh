@@ -9,10 +9,11 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 # Debian packages: iproute2/iptables for the lab, curl for the examples; the test run also needs
-# chromium (the approvals chord diagram is checked in a real browser) and wrk (load in e2e tests).
+# chromium (the approvals chord diagram is checked in a real browser), wrk (load in e2e tests)
+# and iperf3 (benchmarks/nodeproxy.py: one bulk TCP stream, C at both ends).
 debs=(curl git iproute2 iptables ca-certificates)
 if [ "$want_test" = 1 ]; then
-  debs+=(chromium wrk)
+  debs+=(chromium wrk iperf3)
 fi
 missing=()
 for p in "${debs[@]}"; do
