@@ -59,7 +59,15 @@ def build_bootstrap(options: AgentOptions, sds_socket: Path | None = None) -> bo
         layered_runtime=_runtime(),
         overload_manager=_overload_manager(),
         stats_config=stats_pb2.StatsConfig(use_all_default_tags=wrappers_pb2.BoolValue(value=True)),
+        # Internal listeners (HBONE tunnels of waypoints and sidecars) need this extension.
+        bootstrap_extensions=_bootstrap_extensions(),
     )
+
+
+def _bootstrap_extensions() -> list:
+    from waymesh.generate.envoy_hbone import bootstrap_extensions
+
+    return bootstrap_extensions()
 
 
 def bootstrap_json(options: AgentOptions, sds_socket: Path | None = None) -> str:

@@ -208,6 +208,10 @@ def _set_discovery(out: cluster_pb2.Cluster, c: ir.Cluster) -> None:
 
 
 def build_cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
+    if type(c) is not ir.Cluster:  # HBONE clusters (model/waypoint_ir.py)
+        from .envoy_hbone import build_hbone_cluster
+
+        return build_hbone_cluster(c)
     protocol = effective_protocol(c)
     pool = c.connection_pool
     connect_timeout = pool.connect_timeout if pool and pool.connect_timeout else c.connect_timeout

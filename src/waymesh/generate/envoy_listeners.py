@@ -234,6 +234,10 @@ def _chain_name(chain: ir.FilterChain, taken: set[str]) -> str:
 
 
 def build_listener(listener: ir.Listener) -> listener_pb2.Listener:
+    if type(listener) is not ir.Listener:  # HBONE listeners (model/waypoint_ir.py)
+        from .envoy_hbone import build_hbone_listener
+
+        return build_hbone_listener(listener)
     out = listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(

@@ -77,7 +77,7 @@ def _static_cluster(c: cluster_pb2.Cluster, endpoints: dict[str, endpoint_pb2.Cl
         c.ClearField("eds_cluster_config")
         c.type = cluster_pb2.Cluster.STATIC
         c.load_assignment.CopyFrom(endpoints.get(c.name, endpoint_pb2.ClusterLoadAssignment(cluster_name=c.name)))
-    if c.HasField("transport_socket"):
+    if c.HasField("transport_socket") and c.transport_socket.name == "envoy.transport_sockets.tls":
         c.transport_socket.typed_config.CopyFrom(_static_tls(c.transport_socket.typed_config))
     for m in c.transport_socket_matches:
         if m.transport_socket.name == "envoy.transport_sockets.tls":
@@ -120,6 +120,10 @@ def static_bootstrap(
         static.secrets.append(s)
     if ir.AGENT_SDS_CLUSTER.encode() in boot.SerializeToString():
         static.clusters.append(agent_sds_cluster("/tmp/waymesh-validate-sds.sock"))
+    if any(lst.HasField("internal_listener") for lst in static.listeners):
+        from .envoy_hbone import bootstrap_extensions
+
+        boot.bootstrap_extensions.extend(bootstrap_extensions())
     return boot
 
 

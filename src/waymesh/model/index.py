@@ -133,7 +133,7 @@ class MeshIndex:
             store=view, registry=registry, credentials=self.credentials, mesh=self.mesh,  # type: ignore[arg-type]
             route_cache=self.route_cache, attach_cache=self.attach_cache,
         )  # fmt: skip
-        config = apply_security(ctx, proxy, translate_for_proxy(ctx, proxy))
+        config = apply_security(ctx, _security_proxy(ctx, proxy), translate_for_proxy(ctx, proxy))
         state = self.proxies.get(proxy.id)
         if state is not None:
             reads = view.reads
@@ -161,6 +161,14 @@ def _endpoint_sources(
     return {k: tuple(v) for k, v in eds.items()}, frozenset(inline)
 
 
+def _security_proxy(ctx: TranslateContext, proxy: ProxyInfo) -> ProxyInfo:
+    if proxy.kind != "waypoint":
+        return proxy
+    from waymesh.model.waypoint import security_proxy
+
+    return security_proxy(ctx, proxy)
+
+
 def translate_for_proxy(ctx: TranslateContext, proxy: ProxyInfo) -> ir.ProxyConfig:
     # Imported here: the translators import the model modules, which register kinds.
     from waymesh.model.gatewayapi import gateway_api_config
@@ -170,6 +178,10 @@ def translate_for_proxy(ctx: TranslateContext, proxy: ProxyInfo) -> ir.ProxyConf
         from waymesh.model.sidecar import sidecar_config
 
         return sidecar_config(ctx, proxy)
+    if proxy.kind == "waypoint":
+        from waymesh.model.waypoint import waypoint_config
+
+        return waypoint_config(ctx, proxy)
     gateway_name = proxy.gateway_api_name
     if gateway_name:
         return gateway_api_config(ctx, ConfigKey(GATEWAY_API, "Gateway", proxy.namespace, gateway_name))
