@@ -21,6 +21,7 @@ from waymesh.config.types import ConfigError, ConfigKey
 from waymesh.config.watch import WATCH_STEP_MS, DirectorySource
 from waymesh.controlplane.endpoint_push import EndpointPush
 from waymesh.controlplane.node import proxy_from_node
+from waymesh.controlplane.workload_feed import NODE_PROXY_KIND, WorkloadFeed
 from waymesh.generate.resources import ResourceBuilder
 from waymesh.model.credentials import CredentialStore
 from waymesh.model.index import MeshIndex
@@ -82,6 +83,8 @@ class ControlPlane:
         self.cache = Cache()
         self.xds = XdsServer(self.cache, on_connect=self._on_connect, on_disconnect=self._on_disconnect)
         self.endpoint_push = EndpointPush(self.index, self.cache)  # EDS-only pushes
+        # Node proxies (sidecarless mode) share one record set instead of per-proxy translation.
+        self.workload_feed = WorkloadFeed(self.index, self.cache)
         self.sources: list[ConfigSource] = list(sources)
         if options.config_dir is not None:
             self.sources.insert(0, DirectorySource(options.config_dir, self.store, options.extra_config_dirs))
@@ -119,6 +122,7 @@ class ControlPlane:
         gc.freeze()
         self._tasks.append(asyncio.create_task(self._push_loop(), name="push-loop"))
         self._tasks.append(asyncio.create_task(self._status_loop(), name="status-loop"))
+        self._tasks.append(asyncio.create_task(self.workload_feed.run(), name="workload-feed"))
         if self.options.credentials_dir is not None:
             self._tasks.append(asyncio.create_task(self._watch_credentials(), name="credentials"))
         if self.options.ca_port is not None:
@@ -153,6 +157,9 @@ class ControlPlane:
     async def _on_connect(self, node: Any) -> None:
         proxy = proxy_from_node(node)
         log.info("proxy connected: %s (%s %s/%s)", proxy.id, proxy.kind, proxy.namespace, proxy.name)
+        if proxy.kind == NODE_PROXY_KIND:
+            self.workload_feed.connect(proxy.id)  # not in the index: no translation, no replicas
+            return
         state = self.index.add_proxy(proxy)
         if not self._copy_replica(state):
             self._push_proxy(proxy)
@@ -179,6 +186,7 @@ class ControlPlane:
     async def _on_disconnect(self, node_id: str) -> None:
         log.info("proxy disconnected: %s", node_id)
         self.index.remove_proxy(node_id)
+        self.workload_feed.disconnect(node_id)
         self.cache.clear_node(node_id)
         self.builder.release(node_id)
 
@@ -190,6 +198,7 @@ class ControlPlane:
         # is translated against the same state the store holds.
         redefined = self.index.apply_changes(keys)
         self.endpoint_push.note(changes, redefined)
+        self.workload_feed.note(keys)
         self._changed_keys.update(keys)
         self._dirty.set()
 
@@ -297,7 +306,7 @@ class ControlPlane:
 
     def problems(self) -> list[ConfigError]:
         seen: dict[str, ConfigError] = {}
-        for problem in [*self.mesh_errors, *self.store.errors()]:
+        for problem in [*self.mesh_errors, *self.store.errors(), *self.workload_feed.problems()]:
             seen.setdefault(str(problem), problem)
         for state in self.index.proxies.values():
             for problem in state.problems:

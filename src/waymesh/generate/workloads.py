@@ -95,13 +95,19 @@ def workload_objects(ctx: TranslateContext, namespace: str | None = None) -> lis
     out = list(ctx.store.list(ISTIO_NETWORKING, "WorkloadEntry", namespace))
     seen = {uid(o) for o in out}
     for pod in ctx.store.list(CORE, "Pod", namespace):
-        if getattr(pod.spec.spec, "hostNetwork", None) or not addresses_of(pod):  # type: ignore[attr-defined]
-            continue
-        if uid(pod) not in seen:  # a WorkloadEntry of the same name wins
+        if is_workload_object(pod) and uid(pod) not in seen:  # a WorkloadEntry of the same name wins
             out.append(pod)
     out.sort(key=lambda o: o.key)
     ctx.memo[memo_key] = out
     return out
+
+
+def is_workload_object(obj: ConfigObject) -> bool:
+    """A WorkloadEntry, or a Pod with an IP that is not on the host network."""
+    if obj.kind == "WorkloadEntry":
+        return True
+    return obj.kind == "Pod" and not getattr(obj.spec.spec, "hostNetwork", None) and bool(  # type: ignore[attr-defined]
+        addresses_of(obj))
 
 
 def _selector(ctx: TranslateContext, svc: registry.Service) -> dict[str, str] | None:

@@ -1,0 +1,139 @@
+"""The node proxies' workload feed over the real xDS server (gRPC, delta ADS).
+
+A node proxy gets every record on connect; a change sends only the records it touched (one
+WorkloadEntry label -> one Workload); a deleted policy is removed; bad YAML changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.xds.adsclient import AdsClient
+from waymesh.controlplane.server import ControlPlane, ControlPlaneOptions
+from waymesh.generate.workloads import AUTHORIZATION_TYPE, SERVICE_TYPE, TYPE_URLS, WORKLOAD_TYPE
+from waymesh.nodeproxy.api import workload_pb2 as pb
+from waymesh.tools.harness import free_port
+
+NODE_ID = "node-proxy~10.0.0.1~host-a.waymesh-system~waymesh-system.svc.cluster.local"
+META = {"PROXY_KIND": "node-proxy", "NAME": "host-a"}
+
+MESH = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.96.0.10, selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {clusterIP: 10.96.0.11, selector: {app: db}, ports: [{name: tcp, port: 5432}]}
+"""
+
+
+def workload(name: str, app: str, ip: str, extra: str = "") -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: {name}, namespace: shop, labels: {{app: {app}{extra}}}, annotations: {{waymesh.io/host: host-a}}}}
+spec: {{address: {ip}, serviceAccount: {app}}}
+"""
+
+
+POLICIES = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: db-allow, namespace: shop}
+spec:
+  selector: {matchLabels: {app: db}}
+  rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/web]}}], to: [{operation: {ports: ["5432"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-ops, namespace: shop}
+spec:
+  action: DENY
+  rules: [{from: [{source: {namespaces: [ops]}}]}]
+"""
+
+
+def names_after(client: AdsClient, start: int, type_url: str) -> list[list[str]]:
+    return [r.names + [f"-{n}" for n in r.removed] for r in client.received[start:] if r.type_url == type_url]
+
+
+async def test_workload_feed_over_delta_ads(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mesh.yaml").write_text(MESH)
+    (config / "web.yaml").write_text(workload("web-0", "web", "10.1.0.2") + "---\n" + workload("web-1", "web", "10.1.0.3"))
+    (config / "db.yaml").write_text(workload("db-0", "db", "10.1.0.4"))
+    (config / "policies.yaml").write_text(POLICIES)
+    options = ControlPlaneOptions(config_dir=config, xds_host="127.0.0.1", xds_port=free_port(), debug_port=free_port())
+    cp = ControlPlane(options)
+    await cp.start()
+    client = AdsClient(f"127.0.0.1:{options.xds_port}", NODE_ID, delta=True, metadata=META)
+    try:
+        await client.start()
+        for type_url in TYPE_URLS:
+            await client.subscribe(type_url)
+        await client.wait_for(lambda c: len(c.resources(WORKLOAD_TYPE)) == 3 and len(c.resources(SERVICE_TYPE)) == 2
+                              and len(c.resources(AUTHORIZATION_TYPE)) == 2)
+        assert NODE_ID not in cp.index.proxies  # never translated like an Envoy
+        db = pb.Workload.FromString(client.resources(WORKLOAD_TYPE)["shop/db-0"].value)
+        assert list(db.authorization_policies) == ["shop/db-allow", "shop/deny-ops"]
+        assert db.tunnel_protocol == pb.HBONE
+        web = pb.Service.FromString(client.resources(SERVICE_TYPE)["shop/web.shop.svc.cluster.local"].value)
+        assert list(web.endpoints) == ["shop/web-0", "shop/web-1"]
+        await client.quiet(0.3)
+
+        # One label no Service selects on: exactly that Workload record, nothing else.
+        start = len(client.received)
+        (config / "web.yaml").write_text(workload("web-0", "web", "10.1.0.2", ", version: v2") + "---\n"
+                                         + workload("web-1", "web", "10.1.0.3"))
+        await client.wait_for(lambda c: len(c.received) > start)
+        await client.quiet(0.3)
+        assert names_after(client, start, WORKLOAD_TYPE) == [["shop/web-0"]]
+        assert [r.type_url for r in client.received[start:]] == [WORKLOAD_TYPE]
+        rec = pb.Workload.FromString(client.resources(WORKLOAD_TYPE)["shop/web-0"].value)
+        assert rec.canonical_revision == "v2"
+
+        # A new pod behind db: its Workload and the db Service's endpoints, no other record.
+        start = len(client.received)
+        (config / "db.yaml").write_text(workload("db-0", "db", "10.1.0.4") + "---\n" + workload("db-1", "db", "10.1.0.5"))
+        await client.wait_for(lambda c: "shop/db-1" in c.resources(WORKLOAD_TYPE)
+                              and len(pb.Service.FromString(c.resources(SERVICE_TYPE)["shop/db.shop.svc.cluster.local"]
+                                                            .value).endpoints) == 2)
+        await client.quiet(0.3)
+        sent = sorted(n for r in client.received[start:] for n in r.names)
+        assert sent == ["shop/db-1", "shop/db.shop.svc.cluster.local"], sent
+
+        # Deleting a policy removes its record and updates the workloads that named it.
+        start = len(client.received)
+        (config / "policies.yaml").write_text(POLICIES.split("---\n")[1])
+        await client.wait_for(lambda c: "shop/db-allow" not in c.resources(AUTHORIZATION_TYPE))
+        await client.quiet(0.3)
+        assert ["-shop/db-allow"] in names_after(client, start, AUTHORIZATION_TYPE)
+        assert sorted(n for r in client.received[start:] if r.type_url == WORKLOAD_TYPE for n in r.names) == [
+            "shop/db-0", "shop/db-1"]
+        db = pb.Workload.FromString(client.resources(WORKLOAD_TYPE)["shop/db-0"].value)
+        assert list(db.authorization_policies) == ["shop/deny-ops"]
+
+        # Bad YAML: the last good objects stay in force, nothing is sent.
+        before = {t: client.versions(t) for t in TYPE_URLS}
+        start = len(client.received)
+        (config / "policies.yaml").write_text("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+                                              "metadata: {name: deny-ops, namespace: shop\nspec: [")
+        (config / "db.yaml").write_text(workload("db-0", "db", "10.1.0.4").replace("address:", "adress:") + "---\n"
+                                        + workload("db-1", "db", "10.1.0.5"))
+        await asyncio.sleep(0.5)
+        await client.quiet(0.3)
+        assert client.received[start:] == []
+        assert {t: client.versions(t) for t in TYPE_URLS} == before
+        assert cp.problems()  # and the errors are reported
+    finally:
+        await client.close()
+        await cp.stop()
