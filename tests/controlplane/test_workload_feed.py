@@ -7,13 +7,21 @@ WorkloadEntry label -> one Workload); a deleted policy is removed; bad YAML chan
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 from tests.xds.adsclient import AdsClient
+from waymesh.config.loader import load_text
+from waymesh.config.mesh import MeshConfig
+from waymesh.config.store import ConfigStore
 from waymesh.controlplane.server import ControlPlane, ControlPlaneOptions
+from waymesh.controlplane.workload_feed import WorkloadFeed
 from waymesh.generate.workloads import AUTHORIZATION_TYPE, SERVICE_TYPE, TYPE_URLS, WORKLOAD_TYPE
+from waymesh.model.credentials import CredentialStore
+from waymesh.model.index import MeshIndex
 from waymesh.nodeproxy.api import workload_pb2 as pb
 from waymesh.tools.harness import free_port
+from waymesh.xds.cache import Cache
 
 NODE_ID = "node-proxy~10.0.0.1~host-a.waymesh-system~waymesh-system.svc.cluster.local"
 META = {"PROXY_KIND": "node-proxy", "NAME": "host-a"}
@@ -137,3 +145,82 @@ async def test_workload_feed_over_delta_ads(tmp_path: Path) -> None:
     finally:
         await client.close()
         await cp.stop()
+
+
+# --- incremental == from scratch, under random churn ---------------------------------------------------
+
+
+def _churn_source(rng: random.Random, kind: str, i: int) -> str:
+    """One object (or none) of `kind`, drawn at random: each source holds one, rewritten per step."""
+    ns = rng.choice(["a", "b"])
+    if kind == "ns":
+        labels = {}
+        if rng.random() < 0.7:
+            labels["istio.io/dataplane-mode"] = "ambient"
+        if rng.random() < 0.5:
+            labels["istio.io/use-waypoint"] = rng.choice(["wp", "wp2"])
+        return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {'ab'[i % 2]}, labels: {labels}}}\n"
+    if kind == "we":
+        labels = {"app": rng.choice(["x", "y", "z"])}
+        for key, values in (("version", ["v1", "v2"]), ("istio.io/dataplane-mode", ["none", "ambient"]),
+                            ("security.istio.io/tlsMode", ["istio"]), ("istio.io/use-waypoint", ["wp", "none"])):
+            if rng.random() < 0.2:
+                labels[key] = rng.choice(values)
+        if rng.random() < 0.15:
+            labels = {"gateway.networking.k8s.io/gateway-name": rng.choice(["wp", "wp2"])}
+        return (f"apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: w{i}, namespace: {ns},"
+                f" labels: {labels}}}\nspec: {{address: 10.0.{i}.{rng.randint(1, 3)}, serviceAccount: sa{i % 3}}}\n")
+    if kind == "svc":
+        labels = {"istio.io/use-waypoint": rng.choice(["wp", "none", "wp2"])} if rng.random() < 0.3 else {}
+        return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: {ns}, labels: {labels}}}\n"
+                f"spec: {{clusterIP: 10.96.0.{i}, selector: {{app: {rng.choice('xyz')}}}, "
+                f"ports: [{{name: tcp, port: {rng.choice([80, 81])}, targetPort: 9000}}]}}\n")
+    if kind == "gw":
+        wf = rng.choice(["service", "workload", "all"])
+        return (f"apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: wp{'' if i % 2 else '2'}, "
+                f"namespace: {ns}, labels: {{istio.io/waypoint-for: {wf}}}}}\nspec:\n  gatewayClassName: waymesh-waypoint\n"
+                "  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n")
+    if kind == "ap":
+        sel = f"selector: {{matchLabels: {{app: {rng.choice('xyz')}}}}}, " if rng.random() < 0.6 else ""
+        pns = rng.choice([ns, "istio-system"])
+        return (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{i}, namespace: {pns}}}\n"
+                f"spec: {{{sel}action: {rng.choice(['ALLOW', 'DENY'])}, rules: [{{to: [{{operation: {{ports: ['{rng.randint(1, 9)}']}}}}]}}]}}\n")
+    # PeerAuthentication
+    sel = f"selector: {{matchLabels: {{app: {rng.choice('xyz')}}}}}, " if rng.random() < 0.5 else ""
+    return (f"apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: pa{i}, namespace: {ns}}}\n"
+            f"spec: {{{sel}mtls: {{mode: {rng.choice(['STRICT', 'PERMISSIVE', 'DISABLE'])}}}}}\n")
+
+
+def test_incremental_updates_equal_a_full_build() -> None:
+    rng = random.Random(7)
+    store = ConfigStore()
+    index = MeshIndex(store, CredentialStore(None, store), MeshConfig())
+    feed = WorkloadFeed(index, Cache())
+    kinds = ["ns"] * 2 + ["we"] * 10 + ["svc"] * 4 + ["gw"] * 2 + ["ap"] * 4 + ["pa"] * 2
+    sources = [(k, i) for i, k in enumerate(kinds)]
+
+    def put(kind: str, i: int, present: bool) -> None:
+        name = f"{kind}{i}.yaml"
+        if not present:
+            changes = store.remove_source(name)
+        else:
+            loaded = load_text(_churn_source(rng, kind, i), name)
+            assert not loaded.errors, loaded.errors
+            changes = store.apply_source(name, loaded.objects, loaded.errors)
+        keys = [c[0] for c in changes.changes]
+        index.apply_changes(keys)
+        feed.apply(keys)
+
+    for kind, i in sources:
+        put(kind, i, True)
+    feed.connect("node-proxy~1")
+    for step in range(300):
+        kind, i = rng.choice(sources)
+        put(kind, i, rng.random() < 0.85)
+        fresh = WorkloadFeed(index, Cache())
+        fresh.rebuild()
+        got = {t: {n: r.version for n, r in rs.items()} for t, rs in feed.resources.items()}
+        want = {t: {n: r.version for n, r in rs.items()} for t, rs in fresh.resources.items()}
+        assert got == want, f"step {step}: {kind}{i}"
+        sent = {t: rs for t, rs in feed.cache.snapshot("node-proxy~1").items() if rs}
+        assert sent == {t: rs for t, rs in feed.resources.items() if rs}
