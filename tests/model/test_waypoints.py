@@ -164,3 +164,15 @@ spec: {serviceAccountName: shared-sa, nodeName: n1, containers: [{name: envoy}]}
     info = waypoint_for_service(ctx, ctx.registry.k8s_service("infra", "other"))
     assert info is not None and info.addresses == ("10.9.9.9",)
     assert info.identity == "spiffe://example.org/ns/infra/sa/shared-sa"
+
+
+def test_waypoint_gateway_status() -> None:
+    from waymesh.model.gatewayapi_status import compute_status
+
+    ctx = ctx_of(BASE)
+    status = compute_status(ctx, now="2026-01-01T00:00:00Z")
+    wp = status[ConfigKey(GATEWAY_API, "Gateway", "shop", "wp")]
+    assert wp["addresses"] == [{"type": "IPAddress", "value": "10.0.0.50"}]
+    assert {c["type"]: c["status"] for c in wp["conditions"]} == {"Accepted": "True", "Programmed": "True"}
+    assert wp["listeners"][0]["attachedRoutes"] == 0
+    assert not [p for p in ctx.problems if "waypoint" in str(p) or "GatewayClass" in str(p)]

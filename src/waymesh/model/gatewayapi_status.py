@@ -74,6 +74,9 @@ def compute_status(ctx: TranslateContext, now: str | None = None) -> dict[Config
     for gw_obj in ctx.store.list(GATEWAY_API, "Gateway"):
         gw = resolve_gateway(ctx, gw_obj.key)
         if gw is None:
+            if gw_obj.spec.gatewayClassName in WAYPOINT_CLASSES:  # type: ignore[attr-defined]
+                out[gw_obj.key] = _waypoint_status(ctx, clock, gw_obj)
+                continue
             _report_unknown_class(ctx, gw_obj)
             continue
         parents = routes_for(ctx, gw)
@@ -172,6 +175,43 @@ def _listener_set_status(
             clock.condition(obj, "", "Programmed", programmed),
         ],
         "listeners": [_listener_status(clock, obj, lst) for lst in listeners],
+    }
+
+
+def _waypoint_status(ctx: TranslateContext, clock: _Clock, obj: ConfigObject) -> dict[str, Any]:
+    """A waymesh-waypoint Gateway: Accepted; Programmed once a waypoint workload gives it an address.
+
+    Routes do not attach to a waypoint's listener (they name the Service as their parent), so
+    attachedRoutes is 0, as in Istio. Only the HBONE listener on 15008 is served.
+    """
+    from waymesh.model.waypoints import HBONE_PORT, waypoint_info
+
+    info = waypoint_info(ctx, obj.key)
+    addresses = list(info.addresses) if info is not None else []
+    programmed = Cond(True, "Programmed") if addresses else \
+        Cond(False, "NoResources", "no waypoint workload (gateway.networking.k8s.io/gateway-name label) has an address yet")
+    listeners = []
+    for lst in obj.spec.listeners:  # type: ignore[attr-defined]
+        ok = lst.protocol == "HBONE" and lst.port == HBONE_PORT
+        accepted = Cond(True, "Accepted") if ok else \
+            Cond(False, "UnsupportedProtocol", f"a waypoint serves only protocol HBONE on port {HBONE_PORT}")
+        scope = f"listener/{lst.name}"
+        listeners.append({
+            "name": lst.name, "supportedKinds": [], "attachedRoutes": 0,
+            "conditions": [
+                clock.condition(obj, scope, "Accepted", accepted),
+                clock.condition(obj, scope, "Programmed", programmed if ok else accepted),
+                clock.condition(obj, scope, "ResolvedRefs", Cond(True, "ResolvedRefs")),
+                clock.condition(obj, scope, "Conflicted", Cond(False, "NoConflicts")),
+            ],
+        })
+    return {
+        "addresses": [{"type": "IPAddress", "value": a} for a in addresses],
+        "conditions": [
+            clock.condition(obj, "", "Accepted", Cond(True, "Accepted", "waypoint (HBONE on 15008)")),
+            clock.condition(obj, "", "Programmed", programmed),
+        ],
+        "listeners": listeners,
     }
 
 
