@@ -72,6 +72,9 @@ class WorkloadState:
         # Anything derived from one Authorization record (authz.py keeps its compiled matchers
         # here); dropped when that record changes.
         self.policy_cache: dict[str, Any] = {}
+        # Anything derived from one workload and its policies (authz.py: the compiled checks);
+        # dropped when the workload or one of its Authorization records changes.
+        self.workload_cache: dict[str, Any] = {}
         self._subscribers: list[Callable[[set[str]], None]] = []
         self._pending: set[str] | None = None  # inside batch(): changed uids not yet announced
 
@@ -214,6 +217,7 @@ class WorkloadState:
                     if not users:
                         del self._workloads_of_policy[policy]
         self._policies_cache.pop(name, None)
+        self.workload_cache.pop(name, None)
         # Services listing this uid resolve it again on next use.
         for service in self._services_of_endpoint.get(name, ()):
             self._endpoints_cache.pop(service, None)
@@ -264,6 +268,7 @@ class WorkloadState:
         users = self._workloads_of_policy.get(name, set())
         for uid in users:
             self._policies_cache.pop(uid, None)
+            self.workload_cache.pop(uid, None)
         if new is None:
             del self._policies[name]
         else:
