@@ -10,6 +10,8 @@ import asyncio
 import random
 from pathlib import Path
 
+import httpx
+
 from tests.xds.adsclient import AdsClient
 from waymesh.config.loader import load_text
 from waymesh.config.mesh import MeshConfig
@@ -97,6 +99,9 @@ async def test_workload_feed_over_delta_ads(tmp_path: Path) -> None:
         web = pb.Service.FromString(client.resources(SERVICE_TYPE)["shop/web.shop.svc.cluster.local"].value)
         assert list(web.endpoints) == ["shop/web-0", "shop/web-1"]
         await client.quiet(0.3)
+        async with httpx.AsyncClient() as http:  # what `waymesh proxy-status` shows
+            feed = (await http.get(f"http://127.0.0.1:{options.debug_port}/debug/workload_feed")).json()
+        assert feed["nodes"] == {NODE_ID: {"Workload": 3, "Service": 2, "Authorization": 2}}
 
         # One label no Service selects on: exactly that Workload record, nothing else.
         start = len(client.received)

@@ -94,3 +94,15 @@ def test_pods_in_kubernetes_mode() -> None:
     svc = records.services["k/web.k.svc.cluster.local"]
     assert list(svc.endpoints) == ["k/web-7d9f8-abcde"]
     assert (svc.ports[0].service_port, svc.ports[0].target_port) == (80, 8080)  # named targetPort resolved
+
+
+def test_render_workloads_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from waymesh.cli.main import app
+
+    (tmp_path / "mesh.yaml").write_text((TESTDATA / "basic.in.yaml").read_text())
+    result = CliRunner().invoke(app, ["render", str(tmp_path), "--workloads"])
+    assert result.exit_code == 0, result.output
+    docs = yaml.safe_load(result.stdout)
+    assert docs == rendered("basic")["records"]

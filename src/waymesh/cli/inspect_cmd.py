@@ -50,13 +50,16 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option("table", "--output", "-o", help="table or json"),
     ) -> None:
         """Per proxy and xDS type: SYNCED, NOT SENT, STALE (sent, not acked) or NACKED with Envoy's message."""
-        from waymesh.cli.render_tables import proxy_status_table
+        from waymesh.cli.render_tables import is_node_proxy, node_proxy_table, proxy_status_table
 
         statuses = _get_json(f"http://{debug_address}/debug/syncz")
         if output == "json":
             typer.echo(json.dumps(statuses, indent=2))
             return
-        proxy_status_table(statuses)
+        if not statuses or not all(is_node_proxy(s) for s in statuses):
+            proxy_status_table(statuses)
+        if any(is_node_proxy(s) for s in statuses):
+            node_proxy_table(statuses, _get_json(f"http://{debug_address}/debug/workload_feed"))
 
     @app.command("proxy-config")
     def proxy_config(

@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
         ),
         labels: str = typer.Option("", "--labels", help="Proxy labels k=v,... (instead of a Gateway's selector)."),
         sidecar: str = typer.Option("", "--sidecar", help="NS/WORKLOAD: the sidecar of that WorkloadEntry."),
+        workloads: bool = typer.Option(
+            False, "--workloads", help="The node proxies' feed instead: every Workload, Service and Authorization record."
+        ),
         mesh_config: Path | None = typer.Option(None, "--mesh-config"),
         credentials_dir: Path | None = typer.Option(None, "--credentials-dir"),
         output: str = typer.Option("yaml", "--output", "-o", help="yaml or json"),
@@ -31,6 +34,9 @@ def register(app: typer.Typer) -> None:
             credentials_dir = config_dir / "credentials"
         try:
             offline = OfflineMesh.load(config_dir, mesh_config, credentials_dir)
+            if workloads:
+                _render_workloads(offline, output)
+                return
             if sidecar:
                 from waymesh.model.sidecar_workload import sidecar_proxy
 
@@ -57,3 +63,21 @@ def register(app: typer.Typer) -> None:
             )
             if not ok:
                 raise typer.Exit(1)
+
+
+def _render_workloads(offline: object, output: str) -> None:
+    """The records every node proxy gets, as `waymesh node-proxy --config` reads them."""
+    import json
+
+    import yaml
+
+    from waymesh.generate.workloads import build_records, records_as_documents
+
+    records = build_records(offline.index.context())  # type: ignore[attr-defined]
+    for problem in [*offline.store.errors(), *records.problems]:  # type: ignore[attr-defined]
+        typer.secho(f"problem: {problem}", fg="yellow", err=True)
+    docs = records_as_documents(records)
+    if output == "json":
+        typer.echo(json.dumps(docs, indent=2))
+    else:
+        typer.echo(yaml.safe_dump(docs, sort_keys=False), nl=False)

@@ -204,6 +204,8 @@ def proxy_status_table(statuses: list[dict[str, Any]]) -> None:
     short["Secret"] = "SDS"
     table = Table("PROXY", "MODE", "CDS", "LDS", "EDS", "RDS", "SDS", title="Proxy sync status")
     for status in statuses:
+        if is_node_proxy(status):
+            continue  # node_proxy_table
         cells: dict[str, str] = {}
         for type_url, type_status in status.get("types", {}).items():
             name = short.get(type_url.rsplit(".", 1)[-1], "")
@@ -215,6 +217,26 @@ def proxy_status_table(statuses: list[dict[str, Any]]) -> None:
             "delta" if status.get("delta") else "sotw",
             *(cells.get(t, "NOT SENT") for t in ("CDS", "LDS", "EDS", "RDS", "SDS")),
         )
+    console.print(table)
+
+
+def is_node_proxy(status: dict[str, Any]) -> bool:
+    return (status.get("node_metadata") or {}).get("PROXY_KIND") == "node-proxy" or \
+        str(status.get("node_id", "")).startswith("node-proxy~")
+
+
+def node_proxy_table(statuses: list[dict[str, Any]], feed: dict[str, Any]) -> None:
+    """Node proxies (sidecarless mode): per feed type, sync state and records held."""
+    nodes = [s for s in statuses if is_node_proxy(s)]
+    if not nodes:
+        return
+    kinds = ("Workload", "Service", "Authorization")
+    table = Table("NODE PROXY", "MODE", *(k.upper() + "S" for k in kinds), title="Node proxy sync status")
+    for status in nodes:
+        counts = (feed.get("nodes") or {}).get(status.get("node_id", ""), {})
+        cells = {t.rsplit(".", 1)[-1]: sync_state(ts) for t, ts in status.get("types", {}).items()}
+        table.add_row(status.get("node_id", ""), "delta" if status.get("delta") else "sotw",
+                      *(f"{cells.get(k, 'NOT SENT')} ({counts.get(k, 0)})" for k in kinds))
     console.print(table)
 
 

@@ -74,3 +74,9 @@ def add_routes(app: web.Application, control_plane: ControlPlane) -> None:
     app.router.add_get("/debug/errors", errors)
     app.router.add_get("/debug/config", config)
     app.router.add_get("/debug/push_stats", push_stats)
+
+    async def workload_feed(_: web.Request) -> web.Response:
+        """Node proxies (sidecarless mode) and the records each holds."""
+        return web.json_response(control_plane.workload_feed.status())
+
+    app.router.add_get("/debug/workload_feed", workload_feed)

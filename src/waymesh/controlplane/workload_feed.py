@@ -72,6 +72,16 @@ class WorkloadFeed:
     def counts(self) -> dict[str, int]:
         return {t.rsplit(".", 1)[-1]: len(r) for t, r in self.resources.items()}
 
+    def status(self) -> dict[str, Any]:
+        """For /debug/workload_feed and `waymesh proxy-status`: records per node proxy and update cost."""
+        nodes = {}
+        for node_id in sorted(self.nodes):
+            snap = self.cache.snapshot(node_id)
+            nodes[node_id] = {t.rsplit(".", 1)[-1]: len(snap.get(t, {})) for t in gen.TYPE_URLS}
+        return {"records": self.counts(), "nodes": nodes, "updates": self.updates,
+                "last_update_ms": round(self.last_update_seconds * 1000, 3),
+                "last_update_records": self.last_update_records}
+
     # --- changes -------------------------------------------------------------------------------
 
     def note(self, keys: Iterable[ConfigKey]) -> None:
