@@ -223,6 +223,7 @@ def build_internal(lst: hb.InternalListener) -> listener_pb2.Listener:
     plain = _plain(lst, ir.Listener, bind_to_port=True, use_original_dst=False, restore_original_dst=False)
     out = build_listener(plain)  # type: ignore[arg-type]
     _internal(out)
+    out.traffic_direction = base_pb2.INBOUND  # the IR says OUTBOUND only to keep proxy-wide policy off
     existing = list(out.listener_filters)
     out.ClearField("listener_filters")
     out.listener_filters.add(name=ORIGINAL_DST, typed_config=typed(original_dst_pb2.OriginalDst()))

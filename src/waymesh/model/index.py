@@ -133,7 +133,7 @@ class MeshIndex:
             store=view, registry=registry, credentials=self.credentials, mesh=self.mesh,  # type: ignore[arg-type]
             route_cache=self.route_cache, attach_cache=self.attach_cache,
         )  # fmt: skip
-        config = apply_security(ctx, _security_proxy(ctx, proxy), translate_for_proxy(ctx, proxy))
+        config = apply_security(ctx, proxy, translate_for_proxy(ctx, proxy))
         state = self.proxies.get(proxy.id)
         if state is not None:
             reads = view.reads
@@ -159,14 +159,6 @@ def _endpoint_sources(
         elif cluster.discovery is not ir.Discovery.ORIGINAL_DST:
             inline.add(source.service.source)
     return {k: tuple(v) for k, v in eds.items()}, frozenset(inline)
-
-
-def _security_proxy(ctx: TranslateContext, proxy: ProxyInfo) -> ProxyInfo:
-    if proxy.kind != "waypoint":
-        return proxy
-    from waymesh.model.waypoint import security_proxy
-
-    return security_proxy(ctx, proxy)
 
 
 def translate_for_proxy(ctx: TranslateContext, proxy: ProxyInfo) -> ir.ProxyConfig:

@@ -27,6 +27,7 @@ from typing import Any
 from waymesh.config.types import CORE, GATEWAY_API, ConfigKey, ConfigObject
 from waymesh.model import ir
 from waymesh.model import waypoint_ir as hb
+from waymesh.model.authz import chain_filters, security_for
 from waymesh.model.context import TranslateContext
 from waymesh.model.gatewayapi_routes import ListenerContext, RouteTranslator
 from waymesh.model.problems import report
@@ -44,11 +45,12 @@ def gateway_of(proxy: ProxyInfo) -> ConfigKey:
     return ConfigKey(GATEWAY_API, "Gateway", proxy.namespace, proxy.gateway_api_name or proxy.name)
 
 
-def security_proxy(ctx: TranslateContext, proxy: ProxyInfo) -> ProxyInfo:
-    """The proxy as policy selection sees it: with the names of its bound Services (targetRefs)."""
-    names = [s.source.name for s in services_of_waypoint(ctx, gateway_of(proxy))
-             if s.namespace == proxy.namespace and s.source.kind == "Service"]
-    meta = tuple((k, v) for k, v in proxy.metadata if k != SERVICES_KEY) + ((SERVICES_KEY, ",".join(names)),)
+def for_service(proxy: ProxyInfo, svc: Service | None) -> ProxyInfo:
+    """The proxy as policy selection sees it for one service's traffic: AuthorizationPolicies
+    with targetRefs to that Service apply (model/authz.py reads the `services` metadata), and
+    those that target the waypoint's Gateway apply to all."""
+    name = svc.source.name if svc is not None and svc.namespace == proxy.namespace else ""
+    meta = tuple((k, v) for k, v in proxy.metadata if k != SERVICES_KEY) + ((SERVICES_KEY, name),)
     return replace(proxy, metadata=meta)
 
 
@@ -79,6 +81,8 @@ class _Waypoint:
         self.chains: list[ir.FilterChain] = []
         self.tables: list[ir.RouteTable] = []
         self.extra: dict[str, ir.Cluster] = {}
+        self.policy_clusters: dict[str, ir.Cluster] = {}
+        self.filters: dict[tuple[str | None, bool], tuple[ir.Filter, ...]] = {}
         self.access_log = getattr(ctx.mesh, "accessLogFile", "") or None
         self.access_json = getattr(ctx.mesh, "accessLogEncoding", "TEXT") == "JSON"
 
@@ -96,15 +100,17 @@ class _Waypoint:
         for svc in services:
             self._service(svc)
         # Tunnels to destinations no bound service has: closed.
-        self.chains.append(ir.TcpFilterChain(clusters=(ir.WeightedCluster(BLACKHOLE),), name="no-service",
-                                             stat_prefix=BLACKHOLE))
-        for name, c in self.extra.items():
+        self.chains.append(self._secure(ir.TcpFilterChain(clusters=(ir.WeightedCluster(BLACKHOLE),),
+                                                          name="no-service", stat_prefix=BLACKHOLE), None))
+        for name, c in (*self.extra.items(), *self.policy_clusters.items()):
             self.out.up.clusters.setdefault(name, c)
         self.out._finish_clusters()  # auto mTLS to sidecar endpoints
         clusters = self.out.up.clusters
         converted = tunnel_clusters(self.ctx, [clusters[k] for k in sorted(clusters)], via_waypoints=False)
+        # Marked OUTBOUND so that the index's proxy-wide policy pass leaves it alone: policy is
+        # per service here (_secure); the generator makes it an INBOUND listener for Envoy.
         inner = hb.InternalListener(name=hb.INNER, address="0.0.0.0", port=0, filter_chains=tuple(self.chains),
-                                    direction="INBOUND", access_log_path=self.access_log,
+                                    direction="OUTBOUND", access_log_path=self.access_log,
                                     access_log_json=self.access_json)
         config = ir.ProxyConfig(
             listeners=(replace(hb.terminate_listener(self.access_log, self.access_json), address=self._bind()), inner),
@@ -134,14 +140,29 @@ class _Waypoint:
                 table = f"waypoint|{sp.number}|{svc.hostname}"
                 vh = ir.VirtualHost(name=name, domains=("*",), routes=self._http_routes(svc, sp.number))
                 self.tables.append(ir.RouteTable(name=table, virtual_hosts=(vh,)))
-                self.chains.append(ir.HttpFilterChain(route_table=table, match=match, name=name,
-                                                      use_remote_address=False,
-                                                      stat_prefix=f"inbound-vip|{sp.number}|http|{svc.hostname}"))
+                self.chains.append(self._secure(ir.HttpFilterChain(
+                    route_table=table, match=match, name=name, use_remote_address=False,
+                    stat_prefix=f"inbound-vip|{sp.number}|http|{svc.hostname}"), svc))
             else:
                 clusters = self.out._tcp_clusters(svc, sp.number)
                 if clusters:
-                    self.chains.append(ir.TcpFilterChain(clusters=clusters, match=match, name=name,
-                                                         stat_prefix=f"inbound-vip|{sp.number}|tcp|{svc.hostname}"))
+                    self.chains.append(self._secure(ir.TcpFilterChain(
+                        clusters=clusters, match=match, name=name,
+                        stat_prefix=f"inbound-vip|{sp.number}|tcp|{svc.hostname}"), svc))
+
+    def _secure(self, chain: ir.FilterChain, svc: Service | None) -> ir.FilterChain:
+        """The chain with the AuthorizationPolicies for this service's traffic in front (the
+        Gateway's targetRefs, the Service's targetRefs); principals are the HBONE peer's."""
+        http = isinstance(chain, ir.HttpFilterChain)
+        key = (svc.hostname if svc is not None else None, http)
+        filters = self.filters.get(key)
+        if filters is None:
+            sec = security_for(self.ctx, for_service(self.proxy, svc), http=http, tcp=not http)
+            self.policy_clusters.update(sec.clusters)
+            for name, secret in sec.secrets.items():
+                self.out.up.secrets.setdefault(name, secret)
+            filters = self.filters[key] = chain_filters(sec.http if http else sec.tcp, not http)
+        return replace(chain, filters=filters + chain.filters) if filters else chain
 
     def _http_routes(self, svc: Service, port: int) -> tuple[ir.Route, ...]:
         entries: list[tuple[Any, ir.Route]] = []
