@@ -311,7 +311,8 @@ class WorkloadState:
             try:
                 json_format.ParseDict(fields, message)
             except json_format.ParseError as e:
-                raise StaticConfigError(f"{where} ({kind}): {e}") from e
+                first_line = str(e).split("\n", 1)[0]  # the rest lists every field name
+                raise StaticConfigError(f"{where} ({kind}): {first_line}") from e
             if isinstance(message, Workload) and not message.uid:
                 message.uid = f"{message.namespace}/{message.name}"
             name = resource_name(message)
