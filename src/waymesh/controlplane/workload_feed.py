@@ -48,6 +48,9 @@ class WorkloadFeed:
         self._services: dict[str, pb.Service] = {}
         self._service_names: dict[ConfigKey, set[str]] = {}  # Service/ServiceEntry -> record names
         self._problems: dict[tuple[str, str], list[ConfigError]] = {}
+        self._policy_refs: dict[str, int] = {}  # Authorization name -> workloads naming it
+        self._selectors: Any = None  # generate.workloads' selector index, until a Service changes
+        self._touched: dict[str, set[str]] = {t: set() for t in gen.TYPE_URLS}
         self._built = False
         self._pending: set[ConfigKey] = set()
         self._dirty = asyncio.Event()
@@ -105,13 +108,15 @@ class WorkloadFeed:
         ctx = self.index.context()
         self._workloads, self._workload_key, self._labels = {}, {}, {}
         self._services, self._service_names, self._problems = {}, {}, {}
+        self._policy_refs = {}
         new: dict[str, dict[str, Resource]] = {t: {} for t in gen.TYPE_URLS}
         for obj in gen.workload_objects(ctx):
             self._set_workload(ctx, obj.key, new[gen.WORKLOAD_TYPE])
         for key in sorted({s.source for s in ctx.registry.services()}):
             self._set_services(ctx, key, new[gen.SERVICE_TYPE])
-        for name in sorted(gen.referenced_policies(self._workloads.values())):
+        for name in sorted(self._policy_refs):
             self._set_policy(ctx, name, new[gen.AUTHORIZATION_TYPE])
+        self._selectors = ctx.memo.get("feed_selectors")
         updates: Updates = {}
         for type_url, records in new.items():
             old = self.resources[type_url]
@@ -121,6 +126,7 @@ class WorkloadFeed:
             if changed:
                 updates[type_url] = changed
         self.resources = new
+        self._touched = {t: set() for t in gen.TYPE_URLS}
         self._built = True
         self._push(updates)
         return updates
@@ -131,29 +137,34 @@ class WorkloadFeed:
         if not self._built:
             return {}  # no node proxy has connected yet: the first one's connect() builds everything
         ctx = self.index.context()
-        workloads, sources, policies = self._affected(ctx, set(keys))
-        updates: Updates = {t: {} for t in gen.TYPE_URLS}
+        keys = set(keys)
+        if self._selectors is not None and not any((k.group, k.kind) in _SERVICE_KINDS for k in keys):
+            ctx.memo["feed_selectors"] = self._selectors  # no Service changed: the index still holds
+        workloads, sources, policies = self._affected(ctx, keys)
         current = {t: dict(r) for t, r in self.resources.items()}  # copy-on-write, like the cache
         for key in sorted(sources):
             self._set_services(ctx, key, current[gen.SERVICE_TYPE])
         for key in sorted(workloads):
             self._set_workload(ctx, key, current[gen.WORKLOAD_TYPE])
-        referenced = gen.referenced_policies(self._workloads.values())
+        referenced = set(self._policy_refs)
         auth = current[gen.AUTHORIZATION_TYPE]
         for name in sorted(referenced - set(auth) | (policies & referenced)):
             self._set_policy(ctx, name, auth)
         for name in set(auth) - referenced:
             del auth[name]
+            self._touched[gen.AUTHORIZATION_TYPE].add(name)
             self._problems.pop((gen.AUTHORIZATION_TYPE, name), None)
-        for type_url, records in current.items():
-            old = self.resources[type_url]
-            for name, res in records.items():
-                if (o := old.get(name)) is None or o.version != res.version:
-                    updates[type_url][name] = res
-            for name in old:
-                if name not in records:
-                    updates[type_url][name] = None
-        updates = {t: u for t, u in updates.items() if u}
+        self._selectors = ctx.memo.get("feed_selectors")
+        updates: Updates = {}
+        for type_url, names in self._touched.items():
+            old, new = self.resources[type_url], current[type_url]
+            for name in names:
+                res, prev = new.get(name), old.get(name)
+                if res is None and prev is not None:
+                    updates.setdefault(type_url, {})[name] = None
+                elif res is not None and (prev is None or prev.version != res.version):
+                    updates.setdefault(type_url, {})[name] = res
+        self._touched = {t: set() for t in gen.TYPE_URLS}
         self.resources = current
         self._push(updates)
         self.updates += 1
@@ -277,8 +288,9 @@ class WorkloadFeed:
             self._labels.pop(key, None)
             if self._workload_key.get(name) == key:
                 self._workload_key.pop(name)
-                self._workloads.pop(name, None)
+                self._count_policies(self._workloads.pop(name, None), -1)
                 out.pop(name, None)
+                self._touched[gen.WORKLOAD_TYPE].add(name)
                 self._problems.pop((gen.WORKLOAD_TYPE, name), None)
             return
         if (owner := self._workload_key.get(name)) is not None and owner != key and owner.kind == "WorkloadEntry":
@@ -286,10 +298,20 @@ class WorkloadFeed:
         before = len(ctx.problems)
         rec = gen.workload_record(ctx, obj)
         self._record_problems(gen.WORKLOAD_TYPE, name, ctx.problems[before:])
+        self._count_policies(self._workloads.get(name), -1)
+        self._count_policies(rec, 1)
         self._workloads[name] = rec
         self._workload_key[name] = key
         self._labels[key] = workload_labels(obj)
-        _put(out, name, rec)
+        self._put(gen.WORKLOAD_TYPE, out, name, rec)
+
+    def _count_policies(self, rec: pb.Workload | None, delta: int) -> None:
+        for p in rec.authorization_policies if rec is not None else ():
+            n = self._policy_refs.get(p, 0) + delta
+            if n > 0:
+                self._policy_refs[p] = n
+            else:
+                self._policy_refs.pop(p, None)
 
     def _set_services(self, ctx: TranslateContext, key: ConfigKey, out: dict[str, Resource]) -> None:
         names: set[str] = set()
@@ -302,10 +324,11 @@ class WorkloadFeed:
             self._record_problems(gen.SERVICE_TYPE, name, ctx.problems[before:])
             self._services[name] = rec
             names.add(name)
-            _put(out, name, rec)
+            self._put(gen.SERVICE_TYPE, out, name, rec)
         for gone in self._service_names.get(key, set()) - names:
             self._services.pop(gone, None)
             out.pop(gone, None)
+            self._touched[gen.SERVICE_TYPE].add(gone)
             self._problems.pop((gen.SERVICE_TYPE, gone), None)
         if names:
             self._service_names[key] = names
@@ -320,8 +343,15 @@ class WorkloadFeed:
         self._record_problems(gen.AUTHORIZATION_TYPE, name, ctx.problems[before:])
         if rec is None:
             out.pop(name, None)
+            self._touched[gen.AUTHORIZATION_TYPE].add(name)
         else:
-            _put(out, name, rec)
+            self._put(gen.AUTHORIZATION_TYPE, out, name, rec)
+
+    def _put(self, type_url: str, out: dict[str, Resource], name: str, message: Any) -> None:
+        res = Resource.of(name, message)
+        old = out.get(name)
+        out[name] = old if old is not None and old.version == res.version else res
+        self._touched[type_url].add(name)
 
     def _record_problems(self, type_url: str, name: str, problems: list[ConfigError]) -> None:
         if problems:
@@ -329,8 +359,3 @@ class WorkloadFeed:
         else:
             self._problems.pop((type_url, name), None)
 
-
-def _put(out: dict[str, Resource], name: str, message: Any) -> None:
-    res = Resource.of(name, message)
-    old = out.get(name)
-    out[name] = old if old is not None and old.version == res.version else res

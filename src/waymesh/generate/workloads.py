@@ -97,7 +97,7 @@ def workload_objects(ctx: TranslateContext, namespace: str | None = None) -> lis
     for pod in ctx.store.list(CORE, "Pod", namespace):
         if is_workload_object(pod) and uid(pod) not in seen:  # a WorkloadEntry of the same name wins
             out.append(pod)
-    out.sort(key=lambda o: o.key)
+    out.sort(key=lambda o: (o.key.namespace, o.key.kind != "WorkloadEntry", o.key.name))
     ctx.memo[memo_key] = out
     return out
 
