@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "waymesh.cli.proxy_cmd",
     "waymesh.cli.bench_cmd",
     "waymesh.cli.lab_cmd",
+    "waymesh.cli.nodeproxy_cmd",
     "waymesh.cli.install_cmd",
     "waymesh.tools.approvals.cli",
 ]
