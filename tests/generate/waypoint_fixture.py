@@ -146,3 +146,90 @@ def waypoint_proxy_info() -> ProxyInfo:
     return ProxyInfo(id=f"waypoint~{WAYPOINT_IP}~waypoint-0.shop~shop.svc.cluster.local", kind="waypoint",
                      name="waypoint-0", namespace="shop", labels=((GATEWAY_NAME_LABEL, "waypoint"),),
                      ip=WAYPOINT_IP, metadata=(("SERVICE_ACCOUNT", "waypoint"),))
+
+
+# --- a sidecar client next to sidecarless services ----------------------------------------------
+
+SIDECAR_IP = "127.31.1.10"
+INTEROP_WAYPOINT_IP = "127.31.1.20"
+ECHO_IP = "127.31.1.21"
+GATED_IP = "127.31.1.22"
+ECHO_VIP = "10.96.32.10"
+GATED_VIP = "10.96.32.11"
+LIAR_IP = "127.31.1.23"  # its server presents echo's identity, not its own (liar)
+LIAR_VIP = "10.96.32.12"
+WEB_ID = f"spiffe://{TD}/ns/web/sa/web"
+ECHO_ID = f"spiffe://{TD}/ns/ambient/sa/echo"
+INTEROP_WAYPOINT_ID = f"spiffe://{TD}/ns/ambient/sa/wp"
+
+SIDECAR_CONFIG = f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: web}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: ambient, labels: {{istio.io/dataplane-mode: ambient}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: wp, namespace: ambient}}
+spec:
+  gatewayClassName: waymesh-waypoint
+  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: web-0, namespace: web}}
+spec: {{address: {SIDECAR_IP}, serviceAccount: web, labels: {{app: web, security.istio.io/tlsMode: istio}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: wp-0, namespace: ambient}}
+spec: {{address: {INTEROP_WAYPOINT_IP}, serviceAccount: wp, labels: {{{GATEWAY_NAME_LABEL}: wp}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: echo-0, namespace: ambient}}
+spec: {{address: {ECHO_IP}, serviceAccount: echo, labels: {{app: echo}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: gated-0, namespace: ambient}}
+spec: {{address: {GATED_IP}, serviceAccount: gated, labels: {{app: gated}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: ambient}}
+spec:
+  clusterIP: {ECHO_VIP}
+  selector: {{app: echo}}
+  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: liar-0, namespace: ambient}}
+spec: {{address: {LIAR_IP}, serviceAccount: liar, labels: {{app: liar}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: liar, namespace: ambient}}
+spec:
+  clusterIP: {LIAR_VIP}
+  selector: {{app: liar}}
+  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: gated, namespace: ambient, labels: {{istio.io/use-waypoint: wp}}}}
+spec:
+  clusterIP: {GATED_VIP}
+  selector: {{app: gated}}
+  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
+"""
+
+
+def write_sidecar_config(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mesh.yaml").write_text(SIDECAR_CONFIG)
+    return folder

@@ -308,12 +308,18 @@ class _Outbound:
             self._sni_listener(port, entries, taken)
         self.listeners.insert(0, self._virtual_outbound())
         self._finish_clusters()
-        return ir.ProxyConfig(
+        # Sidecarless endpoints and services behind waypoints are reached over HBONE.
+        from waymesh.model.waypoint_tunnels import tunnel_clusters, with_plumbing
+
+        clusters = tunnel_clusters(self.ctx, [self.up.clusters[k] for k in sorted(self.up.clusters)],
+                                   via_waypoints=True)
+        config = ir.ProxyConfig(
             listeners=tuple(self.listeners),
             route_tables=tuple(self.route_tables),
-            clusters=tuple(self.up.clusters[k] for k in sorted(self.up.clusters)) + self._special_clusters(),
+            clusters=tuple(clusters) + self._special_clusters(),
             secrets=tuple(self.up.secrets[k] for k in sorted(self.up.secrets)),
         )
+        return with_plumbing(config, self.access_log, self.access_json)
 
     # --- listeners -----------------------------------------------------------------------------
 
