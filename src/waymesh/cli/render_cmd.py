@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
         ),
         labels: str = typer.Option("", "--labels", help="Proxy labels k=v,... (instead of a Gateway's selector)."),
         sidecar: str = typer.Option("", "--sidecar", help="NS/WORKLOAD: the sidecar of that WorkloadEntry."),
+        waypoint: str = typer.Option("", "--waypoint", help="NS/GATEWAY: the waypoint proxy of that "
+                                     "waymesh-waypoint Gateway (its first workload gives address and identity)."),
         workloads: bool = typer.Option(
             False, "--workloads", help="The node proxies' feed instead: every Workload, Service and Authorization record."
         ),
@@ -27,7 +29,7 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option("yaml", "--output", "-o", help="yaml or json"),
         validate: bool = typer.Option(False, "--validate", help="Also run `envoy --mode validate` on it."),
     ) -> None:
-        """Print the listeners, routes, clusters, endpoints and secrets for one proxy (a gateway or a sidecar)."""
+        """Print the listeners, routes, clusters, endpoints and secrets for one proxy (a gateway, a sidecar or a waypoint)."""
         from waymesh.controlplane.offline import OfflineMesh, ProxyNotFound
 
         if credentials_dir is None and (config_dir / "credentials").is_dir():
@@ -37,14 +39,18 @@ def register(app: typer.Typer) -> None:
             if workloads:
                 _render_workloads(offline, output)
                 return
-            if sidecar:
+            if waypoint:
+                from waymesh.model.waypoint import waypoint_proxy
+
+                proxy_info = waypoint_proxy(offline.store, waypoint)
+            elif sidecar:
                 from waymesh.model.sidecar_workload import sidecar_proxy
 
                 proxy_info = sidecar_proxy(offline.store, sidecar)
             elif proxy:
                 proxy_info = offline.proxy_for(proxy, labels)
             else:
-                raise ProxyNotFound("give --proxy NAME (a gateway) or --sidecar NS/WORKLOAD")
+                raise ProxyNotFound("give --proxy NAME (a gateway), --sidecar NS/WORKLOAD or --waypoint NS/GATEWAY")
         except (LookupError, FileNotFoundError) as err:
             typer.secho(f"error: {err}", fg="red", err=True)
             raise typer.Exit(1) from err
