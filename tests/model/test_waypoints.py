@@ -176,3 +176,20 @@ def test_waypoint_gateway_status() -> None:
     assert {c["type"]: c["status"] for c in wp["conditions"]} == {"Accepted": "True", "Programmed": "True"}
     assert wp["listeners"][0]["attachedRoutes"] == 0
     assert not [p for p in ctx.problems if "waypoint" in str(p) or "GatewayClass" in str(p)]
+
+
+def test_waypoint_gateways_are_not_deployed_as_ingress_gateways() -> None:
+    from waymesh.controlplane.kube_gateway_deploy import GatewayDeployer
+
+    text = BASE + """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: shop}
+spec:
+  gatewayClassName: waymesh
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"""
+    ctx = ctx_of(text)
+    deployer = GatewayDeployer(ctx.store, client=None)  # type: ignore[arg-type]
+    assert [g["metadata"]["name"] for g in deployer.desired_gateways()] == ["ingress"]
