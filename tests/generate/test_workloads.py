@@ -106,3 +106,18 @@ def test_render_workloads_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     docs = yaml.safe_load(result.stdout)
     assert docs == rendered("basic")["records"]
+
+
+def test_node_proxy_state_loads_the_rendered_records(tmp_path: Path) -> None:
+    """What `render --workloads` prints is what `waymesh node-proxy --config` reads."""
+    from waymesh.nodeproxy.state import WorkloadState
+
+    path = tmp_path / "records.yaml"
+    path.write_text(yaml.safe_dump(rendered("basic")["records"], sort_keys=False))
+    state = WorkloadState()
+    state.load_static(path)
+    db = state.workload_by_ip("10.0.2.3")
+    assert db is not None and db.uid == "shop/db-0"
+    assert [p.name for p in state.policies(db)] == ["deny-blocked", "db-allow", "db-deny-http"]
+    web = state.service_by_vip("10.96.0.10")
+    assert web is not None and [w.uid for w in state.endpoints(web)] == ["shop/web-0"]
