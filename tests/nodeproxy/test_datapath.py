@@ -61,6 +61,10 @@ def pods() -> Iterator[None]:
         _cleanup()
 
 
+def _cleanup_addr() -> None:
+    subprocess.run(["ip", "-n", NS_B, "addr", "del", "10.251.7.9/24", "dev", f"{PREFIX}y"], capture_output=True)
+
+
 def _cleanup() -> None:
     for ns in (NS_A, NS_B):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -263,7 +267,7 @@ async def test_unknown_destination_passes_through(pods: None, tmp_path: Path) ->
             assert proxy.pool.created == 0
         finally:
             srv.close()
-            subprocess.run(["ip", "-n", NS_B, "addr", "del", "10.251.7.9/24", "dev", f"{PREFIX}y"], capture_output=True)
+            _cleanup_addr()
 
 
 def test_sockets_in_pod_netns_carry_the_mark(pods: None) -> None:
