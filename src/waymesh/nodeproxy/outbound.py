@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from waymesh.nodeproxy.api.workload_pb2 import HBONE, SIDECAR_MTLS, Service, Workload
 from waymesh.nodeproxy.netns import original_dst
 from waymesh.nodeproxy.pool import TunnelRefused
-from waymesh.nodeproxy.splice import Flow, Pipe, StreamEnd
+from waymesh.nodeproxy.splice import Flow, Pipe, StreamEnd, StreamNotOpened
 from waymesh.nodeproxy.tls import peer_identity
 
 if TYPE_CHECKING:
@@ -125,13 +125,22 @@ class OutboundAccept(asyncio.Protocol):
 
     async def _hbone(self, t: asyncio.Transport, r: Route, flow: Flow) -> None:
         ctx = self.proxy.contexts_for(self.pod)
-        conn = await self.proxy.pool.get(self.pod.netns, ctx, r.ip, r.port, r.identity)
         end = StreamEnd(flow)
         t.set_protocol(end)
         end.connection_made(t)
-        status = await conn.open_stream(r.authority, end)
-        if status != 200:
-            raise TunnelRefused(status)
+        for attempt in range(3):
+            conn = await self.proxy.pool.get(self.pod.netns, ctx, r.ip, r.port, r.identity)
+            try:
+                status = await conn.open_stream(r.authority, end)
+            except StreamNotOpened:
+                # GOAWAY (a draining peer) or a lost connection before the tunnel opened:
+                # nothing was sent yet, so another connection may take it
+                if attempt == 2:
+                    raise
+                continue
+            if status != 200:
+                raise TunnelRefused(status)
+            return
 
     async def _pipe(self, t: asyncio.Transport, r: Route, flow: Flow) -> None:
         loop = asyncio.get_running_loop()

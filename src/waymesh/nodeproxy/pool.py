@@ -15,7 +15,7 @@ import logging
 
 from waymesh.nodeproxy import hbone
 from waymesh.nodeproxy.netns import Netns
-from waymesh.nodeproxy.splice import H2Protocol, StreamEnd
+from waymesh.nodeproxy.splice import H2Protocol, StreamEnd, StreamNotOpened
 from waymesh.nodeproxy.tls import IdentityContexts, peer_identity
 
 log = logging.getLogger("waymesh.nodeproxy.pool")
@@ -70,7 +70,7 @@ class HboneClient(H2Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         for end in self.waiting.values():
             if end.response is not None and not end.response.done():
-                end.response.set_exception(ConnectionResetError("HBONE connection lost"))
+                end.response.set_exception(StreamNotOpened(hbone.CONNECT_ERROR))
         self.waiting.clear()
         super().connection_lost(exc)
 

@@ -18,6 +18,15 @@ from waymesh.nodeproxy import hbone
 HIGH_WATER = 4 * 1024 * 1024  # per stream bytes waiting for peer window before we stop reading
 
 
+class StreamNotOpened(ConnectionError):
+    """The stream was reset or its connection lost before the tunnel opened: no byte of the
+    client's went through, so it is safe to try again on another connection."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"HBONE stream reset before it opened (HTTP/2 error {code})")
+        self.code = code
+
+
 class Flow:
     """Accounting of one proxied connection: bytes from / to the plain side, and one `finish`."""
 
@@ -164,9 +173,12 @@ class StreamEnd(asyncio.Protocol):
     def stream_reset(self, code: int) -> None:
         if self.h2 is not None:
             self.h2.ends.pop(self.sid, None)
+        if not self.opened:
+            # no byte moved yet: whoever opens the stream decides (retry elsewhere or refuse)
+            if self.response is not None and not self.response.done():
+                self.response.set_exception(StreamNotOpened(code))
+            return
         self.flow.fail("reset", f"stream reset by peer (HTTP/2 error {code})")
-        if self.response is not None and not self.response.done():
-            self.response.set_exception(ConnectionResetError(f"stream reset (HTTP/2 error {code})"))
         if self.transport is not None:
             self.transport.abort()  # a reset becomes a TCP RST, as ztunnel does
         else:
