@@ -49,13 +49,28 @@ class Identities:
         self.roots_pem = self.folder / "roots.pem"
         self.roots_pem.write_bytes(pki.cert_pem(self.root))
 
+    @classmethod
+    def from_ca_dir(cls, folder: Path, ca_dir: Path) -> Identities:
+        """Identities signed by a running control plane's CA (so its proxies trust them)."""
+        ids = cls.__new__(cls)
+        ids.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        ids.root = pki.load_certs((ca_dir / "ca-cert.pem").read_bytes(), "ca-cert.pem")[0]
+        ids.root_key = pki.load_key((ca_dir / "ca-key.pem").read_bytes(), "ca-key.pem")
+        ids.roots_pem = ca_dir / "trust-bundle.pem"
+        ids.chain_pem = (ca_dir / "cert-chain.pem").read_bytes() if (ca_dir / "cert-chain.pem").exists() else b""
+        return ids
+
     def issue(self, spiffe: str) -> tuple[Path, Path]:
         key = pki.new_key()
         cert = pki.issue_leaf(public_key=key.public_key(), issuer_cert=self.root, issuer_key=self.root_key,
                               ttl=datetime.timedelta(hours=2), uris=[spiffe])
         name = spiffe.rsplit("/", 1)[-1] + f"-{abs(hash(spiffe)) % 10_000}"
         cert_path, key_path = self.folder / f"{name}.pem", self.folder / f"{name}-key.pem"
-        cert_path.write_bytes(pki.cert_pem(cert))
+        chain = getattr(self, "chain_pem", b"")
+        if pki.is_self_signed(self.root):
+            chain = b""
+        cert_path.write_bytes(pki.cert_pem(cert) + chain)
         key_path.write_bytes(pki.key_pem(key))
         return cert_path, key_path
 
