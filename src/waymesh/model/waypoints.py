@@ -12,7 +12,8 @@
   next to it names the Gateway's namespace (default: the object's own).
 - Sidecarless: `istio.io/dataplane-mode: ambient` on the namespace or the workload, no sidecar
   (`security.istio.io/tlsMode: istio`), not `istio.io/dataplane-mode: none` on the workload.
-  A waypoint's own workloads are never sidecarless (their Envoy terminates HBONE itself).
+  A gateway's or waypoint's own workloads (label `gateway.networking.k8s.io/gateway-name`) are
+  never sidecarless (their Envoy terminates HBONE itself).
 """
 
 from __future__ import annotations
@@ -197,4 +198,6 @@ def is_sidecarless(ctx: TranslateContext, workload_entry: ConfigObject) -> bool:
         return False
     if own != "ambient" and namespace_labels(ctx, workload_entry.namespace).get(DATAPLANE_MODE_LABEL) != "ambient":
         return False
-    return not is_waypoint_workload(ctx, workload_entry)
+    # A gateway's or waypoint's own pod (Istio deploys them with dataplane-mode none): its Envoy
+    # terminates HBONE / serves clients itself, even before its Gateway object is in force.
+    return not labels.get(GATEWAY_NAME_LABEL)
