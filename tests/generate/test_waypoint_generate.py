@@ -194,3 +194,20 @@ def test_render_waypoint_cli(tmp_path: Path) -> None:
     bad = subprocess.run([waymesh, "render", str(tmp_path), "--waypoint", "shop/nope"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 1 and "no Gateway shop/nope" in bad.stderr
+
+
+def test_selector_policies_are_not_the_waypoints(tmp_path: Path) -> None:
+    """A namespace-wide L4 policy (for the node proxies: only the waypoint may call) must not
+    be enforced at the waypoint, where the peer is the original client."""
+    extra = """---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-waypoint, namespace: shop}
+spec:
+  action: ALLOW
+  rules: [{from: [{source: {principals: ["cluster.local/ns/shop/sa/waypoint"]}}]}]
+"""
+    offline = OfflineMesh.load(fx.write_config(tmp_path, extra), None, None)
+    config, problems = offline.index.translate(fx.waypoint_proxy_info())
+    assert "only-waypoint" not in str(config)
+    assert not any("targetRefs" in str(p) for p in problems)  # Service targets are this proxy's business

@@ -75,9 +75,14 @@ def applicable(ctx: TranslateContext, proxy: ProxyInfo, kind: str) -> list[Confi
         spec: Any = obj.spec
         refs = spec.target_refs()
         if refs:
-            _check_refs(ctx, obj, refs)
+            if proxy.kind != "waypoint":  # a waypoint is where Service targets are meant to go
+                _check_refs(ctx, obj, refs)
             if any(_targets(ref, obj, proxy) for ref in refs):
                 out.append(obj)
+            continue
+        if proxy.kind == "waypoint":
+            # Istio: selector (and namespace-wide) policies are the workloads' own, enforced by
+            # their node proxy or sidecar; a waypoint takes only policies that target it.
             continue
         if obj.namespace not in (proxy.namespace, root):
             continue
