@@ -380,8 +380,26 @@ def _when_fields(cond: Any, fields: _Fields) -> None:
     _add(fields, "not_" + name, [make(v) for v in cond.notValues])
 
 
+def _intersect(groups: list[list[Any]]) -> list[Any] | None:
+    """a AND b for value lists of exact values (ports, exact names, addresses); None: not exact."""
+    def key(v: Any) -> Any:
+        if isinstance(v, int):
+            return v
+        if isinstance(v, pb.StringMatch) and v.WhichOneof("match") == "exact":
+            return ("exact", v.exact)
+        if isinstance(v, pb.IpBlock) and v.length in (32, 128):
+            return ("ip", v.address)
+        raise LookupError
+    try:
+        common = set.intersection(*({key(v) for v in g} for g in groups))
+    except LookupError:
+        return None
+    return [v for v in groups[0] if key(v) in common]
+
+
 def _rule(fields: _Fields, deny_like: bool) -> pb.Rule | None:
-    """The Rule for one from x to combination (None: it cannot be expressed without allowing more)."""
+    """The Rule for one from x to combination (None: it cannot be expressed without allowing more,
+    or it can never match)."""
     rule = pb.Rule()
     for name, groups in fields.items():
         if name.startswith("not_") or len(groups) == 1:
@@ -389,7 +407,10 @@ def _rule(fields: _Fields, deny_like: bool) -> pb.Rule | None:
         elif deny_like:
             merged = [v for g in groups for v in g]  # a AND b widened to a OR b: matches more
         else:
-            return None  # an ALLOW rule must not match more
+            both = _intersect(groups)  # an ALLOW rule must not match more
+            if not both:
+                return None
+            merged = both
         getattr(rule, name).extend(merged)
     if not fields:
         rule.match_all = True
@@ -427,7 +448,7 @@ def authorization_record(ctx: TranslateContext, obj: ConfigObject) -> pb.Authori
         except _HttpOnly as e:
             if not deny_like:
                 why = f"uses the HTTP attribute {e.what}, which the node proxy cannot check" if e.what else \
-                    "constrains one L4 attribute in two ways that node proxy rules cannot AND"
+                    "constrains one L4 attribute twice, with no common value or in two ways node proxy rules cannot AND"
                 report(ctx, obj, path, f"{why}, so this ALLOW rule never matches for sidecarless workloads (fail "
                        "closed; bind a waypoint to enforce it at L7)", "warning")
                 continue
