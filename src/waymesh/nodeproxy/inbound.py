@@ -104,6 +104,15 @@ class PlainInbound(asyncio.Protocol):
     def __init__(self, proxy: NodeProxy, pod: LocalPod) -> None:
         self.proxy = proxy
         self.pod = pod
+        self.early: list[bytes] = []  # uvloop reads right after connection_made
+        self.eof = False
+
+    def data_received(self, data: bytes) -> None:
+        self.early.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t: asyncio.Transport = transport  # type: ignore[assignment]
@@ -141,4 +150,6 @@ class PlainInbound(asyncio.Protocol):
         down = Pipe(flow, plain_side=True)
         t.set_protocol(down)
         down.connection_made(t)
+        down.take(self.early, self.eof)
+        flow.from_plain += sum(map(len, self.early))
         down.start(up)

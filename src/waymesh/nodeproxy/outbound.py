@@ -89,6 +89,16 @@ class OutboundAccept(asyncio.Protocol):
     def __init__(self, proxy: NodeProxy, pod: LocalPod) -> None:
         self.proxy = proxy
         self.pod = pod
+        # uvloop starts reading right after connection_made even if it paused: keep what comes
+        self.early: list[bytes] = []
+        self.eof = False
+
+    def data_received(self, data: bytes) -> None:
+        self.early.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t: asyncio.Transport = transport  # type: ignore[assignment]
@@ -128,6 +138,8 @@ class OutboundAccept(asyncio.Protocol):
         end = StreamEnd(flow)
         t.set_protocol(end)
         end.connection_made(t)
+        end.early, end.early_eof = self.early, self.eof
+        flow.from_plain += sum(map(len, self.early))
         for attempt in range(3):
             conn = await self.proxy.pool.get(self.pod.netns, ctx, r.ip, r.port, r.identity)
             try:
@@ -164,4 +176,6 @@ class OutboundAccept(asyncio.Protocol):
         down = Pipe(flow, plain_side=True)
         t.set_protocol(down)
         down.connection_made(t)
+        down.take(self.early, self.eof)
+        flow.from_plain += sum(map(len, self.early))
         down.start(up)

@@ -321,6 +321,7 @@ class Pipe(asyncio.Protocol):
         self.other: Pipe | None = None
         self.eof = False
         self.closed = False
+        self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -330,12 +331,18 @@ class Pipe(asyncio.Protocol):
             self.flow.from_plain += len(data)
         else:
             self.flow.to_plain += len(data)
-        assert self.other is not None and self.other.transport is not None
-        self.other.transport.write(data)
+        other = self.other
+        if other is None or other.transport is None:  # not linked yet (uvloop reads on connect)
+            self.early.append(data)
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            return
+        other.transport.write(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         other = self.other
+        if other is None:
+            return True
         if other is not None and other.transport is not None:
             if other.transport.can_write_eof():
                 other.transport.write_eof()
@@ -369,5 +376,17 @@ class Pipe(asyncio.Protocol):
         """Link two connected pipes and let bytes flow."""
         self.other, other.other = other, self
         for p in (self, other):
-            assert p.transport is not None
-            p.transport.resume_reading()
+            assert p.transport is not None and p.other is not None and p.other.transport is not None
+            for chunk in p.early:
+                p.other.transport.write(chunk)
+            p.early.clear()
+        for p in (self, other):
+            if p.eof:
+                p.eof_received()
+            elif p.transport is not None and not p.closed:
+                p.transport.resume_reading()
+
+    def take(self, early: list[bytes], eof: bool) -> None:
+        """Bytes (and EOF) the accepting protocol read before this pipe took the transport."""
+        self.early.extend(early)
+        self.eof = self.eof or eof
