@@ -69,6 +69,11 @@ metadata: {name: pending, namespace: k, labels: {app: web}}
 spec: {containers: [{name: c}]}
 ---
 apiVersion: v1
+kind: Pod
+metadata: {name: starting, namespace: k, labels: {app: web}}
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: k}
 spec: {clusterIP: 10.96.1.1, selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}
@@ -81,13 +86,17 @@ def test_pods_in_kubernetes_mode() -> None:
     loaded = load_text(PODS, "pods.yaml")
     for obj in loaded.objects:
         if obj.kind == "Pod" and obj.name.startswith("web"):
-            obj.spec = with_status(obj.spec, {"podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}]})
+            obj.spec = with_status(obj.spec, {"podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}],
+                                              "conditions": [{"type": "Ready", "status": "True"}]})
+        if obj.kind == "Pod" and obj.name == "starting":
+            obj.spec = with_status(obj.spec, {"podIP": "10.244.0.6", "conditions": [{"type": "Ready", "status": "False"}]})
     store = ConfigStore()
     store.apply_source("pods.yaml", loaded.objects, loaded.errors)
     ctx = TranslateContext(store=store, registry=Registry(store), credentials=CredentialStore(None, store),
                            mesh=MeshConfig())
     records = build_records(ctx)
-    assert list(records.workloads) == ["k/web-7d9f8-abcde"]  # the pod without an IP is not a workload yet
+    # The pod without an IP is not a workload yet; the one not ready is, but no endpoint.
+    assert list(records.workloads) == ["k/starting", "k/web-7d9f8-abcde"]
     w = records.workloads["k/web-7d9f8-abcde"]
     assert (w.node, w.service_account, w.workload_name, list(w.addresses)) == ("node-1", "web", "web", ["10.244.0.5"])
     assert w.tunnel_protocol == 1  # HBONE: the namespace is ambient

@@ -271,8 +271,10 @@ def service_record(ctx: TranslateContext, svc: registry.Service) -> pb.Service:
     sel = _selector(ctx, svc)
     endpoints: list[ConfigObject] = []
     if sel:
+        # Pods serve once Ready (as EndpointSlices say); a not-ready pod's Workload still exists.
         endpoints = [w for w in workload_objects(ctx, svc.namespace)
-                     if all(workload_labels(w).get(k) == v for k, v in sel.items())]
+                     if all(workload_labels(w).get(k) == v for k, v in sel.items())
+                     and (w.kind != "Pod" or w.spec.ready)]  # type: ignore[attr-defined]
     rec = pb.Service(name=obj.name if obj is not None else svc.hostname, namespace=svc.namespace,
                      hostname=svc.hostname, addresses=list(svc.addresses),
                      endpoints=[uid(w) for w in endpoints])
