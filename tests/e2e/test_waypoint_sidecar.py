@@ -81,3 +81,63 @@ def test_sidecar_refuses_a_server_with_the_wrong_identity(sidecar: tuple[str, Hb
     r = httpx.get(f"{url}/", headers={"host": "liar.ambient.svc.cluster.local"}, timeout=10)
     assert r.status_code == 503
     assert "liar" not in {s.server for s in servers.seen}  # no CONNECT got through the handshake
+
+
+STRICT = """---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: web}
+spec: {mtls: {mode: STRICT}}
+"""
+
+
+@pytest.mark.parametrize("mode", ["PERMISSIVE", "STRICT"])
+def test_sidecar_inbound_accepts_node_proxy_istio_mtls(tmp_path: Path, mode: str) -> None:
+    """What a node proxy sends to a sidecar pod (SIDECAR_MTLS): TLS 1.3 straight to
+    `<ip>:<port>`, its client's SPIFFE certificate, ALPN `istio`, then the app's bytes."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class App(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b"app saw " + self.path.encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    app = ThreadingHTTPServer(("127.31.1.30", 0), App)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    offline = OfflineMesh.load(fx.write_sidecar_config(tmp_path / "config", STRICT if mode == "STRICT" else ""),
+                               None, None)
+    config, _ = offline.index.translate(sidecar_proxy(offline.store, "web/web-0"))
+    inbound = next(lst for lst in config.listeners if lst.name == "virtualInbound")
+    # Bound on the pod's address and port instead of captured; the app behind it on its own address.
+    inbound = replace(inbound, address=fx.SIDECAR_IP, port=fx.APP_PORT, restore_original_dst=False)
+    app_cluster = f"inbound|{fx.APP_PORT}||"
+    clusters = tuple(ir.Cluster(name=c.name, discovery=ir.Discovery.STRICT_DNS, protocol=c.protocol,
+                                endpoints=(ir.Endpoint("127.31.1.30", app.server_address[1]),))
+                     if c.name == app_cluster else c for c in config.clusters)
+    config = replace(config, listeners=(inbound,), clusters=clusters)
+    ids = Identities(tmp_path / "certs")
+    envoy = run_envoy(config, tmp_path / "envoy", ids, fx.WEB_ID, ready=(fx.SIDECAR_IP, fx.APP_PORT))
+    try:
+        ctx = ids.context(f"spiffe://{fx.TD}/ns/ambient/sa/echo", server=False)
+        ctx.set_alpn_protocols(["istio"])
+        with ctx.wrap_socket(socket.create_connection((fx.SIDECAR_IP, fx.APP_PORT), timeout=10)) as s:
+            from waypoint_support import uri_san
+
+            assert uri_san(s.getpeercert()) == fx.WEB_ID
+            s.sendall(b"GET /from-node-proxy HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert answer.endswith(b"app saw /from-node-proxy")
+    finally:
+        envoy.stop()
+        app.shutdown()

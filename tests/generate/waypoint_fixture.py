@@ -221,6 +221,14 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {{name: web, namespace: web}}
+spec:
+  clusterIP: 10.96.32.20
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
+---
+apiVersion: v1
+kind: Service
 metadata: {{name: gated, namespace: ambient, labels: {{istio.io/use-waypoint: wp}}}}
 spec:
   clusterIP: {GATED_VIP}
@@ -229,7 +237,7 @@ spec:
 """
 
 
-def write_sidecar_config(folder: Path) -> Path:
+def write_sidecar_config(folder: Path, extra: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "mesh.yaml").write_text(SIDECAR_CONFIG)
+    (folder / "mesh.yaml").write_text(SIDECAR_CONFIG + extra)
     return folder
