@@ -158,14 +158,7 @@ async def _main(opts: NodeProxyOptions) -> int:
         _load_cert_dir(identities, Path(opts.cert_dir), opts.trust_domain)
     metrics = Metrics()
     proxy = NodeProxy(opts.node, state, netns, identities, pods.locator(opts.node), metrics, trust_domain=opts.trust_domain)
-    metrics_server = None
-    if opts.metrics_port:
-        try:
-            metrics_server = await metrics.serve(opts.metrics_address, opts.metrics_port)
-        except OSError as e:  # the old process of a restart still holds it; serve when it is gone
-            log.warning("metrics on %s:%d: %s (readiness is the log line)", opts.metrics_address, opts.metrics_port, e)
-        except NotImplementedError:
-            log.warning("metrics server not available yet")
+    metrics_task = asyncio.create_task(_serve_metrics(metrics, opts)) if opts.metrics_port else None
     proxy.start()
 
     async def when_ready() -> None:
@@ -186,11 +179,32 @@ async def _main(opts: NodeProxyOptions) -> int:
         feed.cancel()
         with contextlib.suppress(BaseException):
             await feed
-    if metrics_server is not None:
-        metrics_server.close()
+    if metrics_task is not None:
+        metrics_task.cancel()
+        with contextlib.suppress(BaseException):
+            await metrics_task
+    with contextlib.suppress(Exception):
+        await metrics.close()
     await proxy.close()
     drain.release(run_dir / f"node-proxy.{opts.node}.pid")
     return 0
+
+
+async def _serve_metrics(metrics, opts: NodeProxyOptions) -> None:  # noqa: ANN001
+    """Metrics and /healthz/ready. During a restart the old process holds the port until it has
+    drained: keep trying (readiness meanwhile is the "node proxy ready" log line)."""
+    said = False
+    while True:
+        try:
+            await metrics.serve(opts.metrics_address, opts.metrics_port)
+            if said:
+                log.info("metrics now served on %s:%d", opts.metrics_address, opts.metrics_port)
+            return
+        except OSError as e:
+            if not said:
+                log.warning("metrics on %s:%d: %s; retrying until the port is free", opts.metrics_address, opts.metrics_port, e)
+                said = True
+        await asyncio.sleep(0.5)
 
 
 async def _report_waiting(proxy) -> None:  # noqa: ANN001
