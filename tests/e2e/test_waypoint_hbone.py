@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generate"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import waypoint_fixture as fx  # noqa: E402
-from waypoint_support import Envoy, HboneServers, Identities, hbone_get, run_envoy  # noqa: E402
+from waypoint_support import Envoy, HboneServers, Identities, hbone_get, hbone_get_nodeproxy, run_envoy  # noqa: E402
 
 from waymesh.controlplane.offline import OfflineMesh  # noqa: E402
 
@@ -40,9 +40,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Identities, 
     servers = HboneServers(ids)
     reviews = f"spiffe://{fx.TD}/ns/shop/sa/reviews"
     ratings = f"spiffe://{fx.TD}/ns/shop/sa/ratings"
-    for name, ip, identity in (("reviews-v1", fx.REVIEWS_V1, reviews), ("reviews-v2", fx.REVIEWS_V2, reviews),
-                               ("ratings-v1", fx.RATINGS_V1, ratings), ("ratings-v2", fx.RATINGS_V2, ratings)):
-        servers.add(name, ip, identity)
+    # The ratings pods answer with the node proxy's own HTTP/2 framer (waymesh.nodeproxy.hbone).
+    for name, ip, identity, framer in (
+            ("reviews-v1", fx.REVIEWS_V1, reviews, "h2"), ("reviews-v2", fx.REVIEWS_V2, reviews, "h2"),
+            ("ratings-v1", fx.RATINGS_V1, ratings, "nodeproxy"), ("ratings-v2", fx.RATINGS_V2, ratings, "nodeproxy")):
+        servers.add(name, ip, identity, framer=framer)
     envoy = run_envoy(config, folder / "envoy", ids, fx.WAYPOINT_ID, ready=WAYPOINT)
     try:
         yield ids, servers, envoy
@@ -99,6 +101,18 @@ def test_authorization_policy_with_target_refs(lab: tuple[Identities, HboneServe
 
     wait_until(logged, timeout=10, what="access log line of the denied request")
     assert "deny-admin" in logged()[0], logged()[0]
+
+
+def test_node_proxy_framer_on_both_sides(lab: tuple[Identities, HboneServers, Envoy]) -> None:
+    """The node proxy's HTTP/2 framer (waymesh.nodeproxy.hbone) as the client into the waypoint
+    and (ratings pods) as the server behind it."""
+    ids, _, _ = lab
+    client = ids.context(fx.CLIENT_ID, server=False)
+    r = hbone_get_nodeproxy(client, WAYPOINT, RATINGS, "/np")
+    assert r.connect_status == 200 and r.status == 200, r
+    assert r.json()["server"].startswith("ratings-") and r.json()["peer"] == fx.WAYPOINT_ID
+    denied = hbone_get_nodeproxy(client, WAYPOINT, REVIEWS, "/admin")
+    assert denied.status == 403
 
 
 def test_unknown_authority_is_refused(lab: tuple[Identities, HboneServers, Envoy]) -> None:

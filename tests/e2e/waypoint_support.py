@@ -150,6 +150,44 @@ def hbone_get(ctx: ssl.SSLContext, address: tuple[str, int], authority: str, pat
     return result
 
 
+def hbone_get_nodeproxy(ctx: ssl.SSLContext, address: tuple[str, int], authority: str, path: str = "/",
+                        host: str = "svc", timeout: float = 10.0) -> HboneResult:
+    """`hbone_get` with the node proxy's own HTTP/2 framer as the client (what a node proxy sends)."""
+    from waymesh.nodeproxy import hbone
+
+    raw = socket.create_connection(address, timeout=timeout)
+    with ctx.wrap_socket(raw) as sock:
+        result = HboneResult(connect_status=0, server_identity=uri_san(sock.getpeercert()))
+        conn = hbone.Connection(client=True)
+        sid = conn.connect(authority)
+        sock.sendall(conn.data_to_send())
+        inner = b""
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        done = False
+        while not done:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive(data):
+                if isinstance(event, hbone.ResponseReceived) and event.stream_id == sid:
+                    result.connect_status = event.status
+                    if event.status == 200:
+                        conn.send_data(sid, request)
+                    else:
+                        done = True
+                elif isinstance(event, hbone.DataReceived) and event.stream_id == sid:
+                    inner += bytes(event.data)
+                    done = _complete(inner)
+                elif isinstance(event, (hbone.StreamEnded, hbone.StreamReset, hbone.ConnectionTerminated)):
+                    done = True
+            sock.sendall(conn.data_to_send())
+    if inner:
+        head, _, body = inner.partition(b"\r\n\r\n")
+        result.status = int(head.split(b" ", 2)[1])
+        result.body = body
+    return result
+
+
 def _complete(data: bytes) -> bool:
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
@@ -184,11 +222,14 @@ class HboneServers:
         self.thread.start()
         self.servers: list[asyncio.base_events.Server] = []
 
-    def add(self, name: str, ip: str, identity: str, port: int = 15008) -> None:
+    def add(self, name: str, ip: str, identity: str, port: int = 15008, framer: str = "h2") -> None:
+        """`framer`: "h2" (the h2 library) or "nodeproxy" (waymesh.nodeproxy.hbone, the node
+        proxy's own HTTP/2 framer: Envoy must interoperate with it)."""
         ctx = self.identities.context(identity, server=True)
+        serve = self._serve if framer == "h2" else self._serve_nodeproxy
 
         async def start() -> asyncio.base_events.Server:
-            return await asyncio.start_server(lambda r, w: self._serve(name, r, w), ip, port, ssl=ctx)
+            return await asyncio.start_server(lambda r, w: serve(name, r, w), ip, port, ssl=ctx)
 
         self.servers.append(asyncio.run_coroutine_threadsafe(start(), self.loop).result(10))
 
@@ -231,6 +272,36 @@ class HboneServers:
                 writer.write(conn.data_to_send())
                 await writer.drain()
         except (ConnectionError, ssl.SSLError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve_nodeproxy(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from waymesh.nodeproxy import hbone
+
+        peer = uri_san(writer.get_extra_info("peercert"))
+        conn = hbone.Connection(client=False)
+        writer.write(conn.data_to_send())
+        buffers: dict[int, bytes] = {}
+        authorities: dict[int, str] = {}
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive(data):
+                    if isinstance(event, hbone.RequestReceived):
+                        authorities[event.stream_id] = event.authority
+                        self.seen.append(Seen(name, event.authority, peer))
+                        conn.respond(event.stream_id, 200)
+                    elif isinstance(event, hbone.DataReceived):
+                        buf = buffers.get(event.stream_id, b"") + bytes(event.data)
+                        while b"\r\n\r\n" in buf:
+                            head, _, buf = buf.partition(b"\r\n\r\n")
+                            conn.send_data(event.stream_id, self._answer(name, authorities[event.stream_id], peer, head))
+                        buffers[event.stream_id] = buf
+                    elif isinstance(event, hbone.StreamEnded) and event.stream_id in authorities:
+                        conn.end_stream(event.stream_id)
+                writer.write(conn.data_to_send())
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError, hbone.ProtocolError):
             pass
         finally:
             writer.close()
