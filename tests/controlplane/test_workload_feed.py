@@ -19,6 +19,7 @@ from waymesh.config.store import ConfigStore
 from waymesh.controlplane.server import ControlPlane, ControlPlaneOptions
 from waymesh.controlplane.workload_feed import WorkloadFeed
 from waymesh.generate.workloads import AUTHORIZATION_TYPE, SERVICE_TYPE, TYPE_URLS, WORKLOAD_TYPE
+from waymesh.model.api.workload import with_status
 from waymesh.model.credentials import CredentialStore
 from waymesh.model.index import MeshIndex
 from waymesh.nodeproxy.api import workload_pb2 as pb
@@ -190,6 +191,14 @@ def _churn_source(rng: random.Random, kind: str, i: int) -> str:
         pns = rng.choice([ns, "istio-system"])
         return (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{i}, namespace: {pns}}}\n"
                 f"spec: {{{sel}action: {rng.choice(['ALLOW', 'DENY'])}, rules: [{{to: [{{operation: {{ports: ['{rng.randint(1, 9)}']}}}}]}}]}}\n")
+    if kind == "pod":
+        labels = {"app": rng.choice(["x", "y", "z"])}
+        if rng.random() < 0.2:
+            labels["istio.io/dataplane-mode"] = "none"
+        # Some share a WorkloadEntry's name (w<i>): the WorkloadEntry wins while it exists.
+        name = f"w{i % 10}" if rng.random() < 0.3 else f"pod{i}"
+        return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {labels}}}\n"
+                f"spec: {{serviceAccountName: sa{i % 3}, nodeName: n{i % 2}, containers: [{{name: c}}]}}\n")
     # PeerAuthentication
     sel = f"selector: {{matchLabels: {{app: {rng.choice('xyz')}}}}}, " if rng.random() < 0.5 else ""
     return (f"apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: pa{i}, namespace: {ns}}}\n"
@@ -201,7 +210,7 @@ def test_incremental_updates_equal_a_full_build() -> None:
     store = ConfigStore()
     index = MeshIndex(store, CredentialStore(None, store), MeshConfig())
     feed = WorkloadFeed(index, Cache())
-    kinds = ["ns"] * 2 + ["we"] * 10 + ["svc"] * 4 + ["gw"] * 2 + ["ap"] * 4 + ["pa"] * 2
+    kinds = ["ns"] * 2 + ["we"] * 10 + ["svc"] * 4 + ["gw"] * 2 + ["ap"] * 4 + ["pa"] * 2 + ["pod"] * 6
     sources = [(k, i) for i, k in enumerate(kinds)]
 
     def put(kind: str, i: int, present: bool) -> None:
@@ -211,6 +220,10 @@ def test_incremental_updates_equal_a_full_build() -> None:
         else:
             loaded = load_text(_churn_source(rng, kind, i), name)
             assert not loaded.errors, loaded.errors
+            for obj in loaded.objects:
+                if obj.kind == "Pod" and rng.random() < 0.8:  # an IP, ready or not
+                    obj.spec = with_status(obj.spec, {"podIP": f"10.9.{i}.{rng.randint(1, 3)}", "conditions": [
+                        {"type": "Ready", "status": rng.choice(["True", "False"])}]})
             changes = store.apply_source(name, loaded.objects, loaded.errors)
         keys = [c[0] for c in changes.changes]
         index.apply_changes(keys)

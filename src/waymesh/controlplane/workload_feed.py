@@ -190,7 +190,16 @@ class WorkloadFeed:
         def in_scope(namespace: str) -> list[ConfigKey]:
             return [k for k in self._workload_key.values() if namespace == root or k.namespace == namespace]
 
+        # A WorkloadEntry hides a Pod of the same name: when one comes or goes, the other's
+        # record (and the Services it is an endpoint of) may change too.
+        twins = set()
         for key in keys:
+            if (key.group, key.kind) in _WORKLOAD_KINDS:
+                twin = ConfigKey(CORE, "Pod", key.namespace, key.name) if key.kind == "WorkloadEntry" \
+                    else ConfigKey(ISTIO_NETWORKING, "WorkloadEntry", key.namespace, key.name)
+                if twin in self._labels or ctx.store.get(twin) is not None:
+                    twins.add(twin)
+        for key in keys | twins:
             gk = (key.group, key.kind)
             if gk in _WORKLOAD_KINDS:
                 workloads.add(key)
@@ -205,7 +214,11 @@ class WorkloadFeed:
                         gateways.add((key.namespace, labels[GATEWAY_NAME_LABEL]))
             elif gk in _SERVICE_KINDS:
                 sources.add(key)
-                workloads.update(self._endpoint_keys(self._service_names.get(key, ())))
+                # Workloads it selected (their `services`; not-ready pods are not endpoints).
+                old_names = self._service_names.get(key, set())
+                if old_names:
+                    workloads.update(self._workload_key[u] for u, rec in self._workloads.items()
+                                     if rec.namespace == key.namespace and not old_names.isdisjoint(rec.services))
                 # Workloads it selects now: found through the new records after they are built.
                 for svc in ctx.registry.services_from(key):
                     sel = gen._selector(ctx, svc)
@@ -292,6 +305,10 @@ class WorkloadFeed:
                 out.pop(name, None)
                 self._touched[gen.WORKLOAD_TYPE].add(name)
                 self._problems.pop((gen.WORKLOAD_TYPE, name), None)
+                if key.kind == "WorkloadEntry":  # a Pod of the same name it hid takes over
+                    pod = ConfigKey(CORE, "Pod", key.namespace, key.name)
+                    if ctx.store.get(pod) is not None:
+                        self._set_workload(ctx, pod, out)
             return
         if (owner := self._workload_key.get(name)) is not None and owner != key and owner.kind == "WorkloadEntry":
             return  # a WorkloadEntry of the same name wins over a Pod
