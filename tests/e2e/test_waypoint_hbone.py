@@ -115,6 +115,19 @@ def test_node_proxy_framer_on_both_sides(lab: tuple[Identities, HboneServers, En
     assert denied.status == 403
 
 
+def test_workload_addressed_tunnel_goes_to_that_pod(lab: tuple[Identities, HboneServers, Envoy]) -> None:
+    """waypoint-for all: authority <pod ip>:<port> -> L4 through the waypoint to that pod."""
+    ids, _, _ = lab
+    client = ids.context(fx.CLIENT_ID, server=False)
+    r = hbone_get(client, WAYPOINT, f"{fx.REVIEWS_V1}:{fx.APP_PORT}", "/direct")
+    assert r.connect_status == 200 and r.status == 200, r
+    seen = r.json()
+    assert (seen["server"], seen["authority"], seen["peer"]) == (
+        "reviews-v1", f"{fx.REVIEWS_V1}:{fx.APP_PORT}", fx.WAYPOINT_ID)
+    stranger = ids.context(f"spiffe://{fx.TD}/ns/other/sa/stranger", server=False)
+    assert hbone_get(stranger, WAYPOINT, f"{fx.REVIEWS_V1}:{fx.APP_PORT}", "/direct").status is None  # L4 deny
+
+
 def test_unknown_authority_is_refused(lab: tuple[Identities, HboneServers, Envoy]) -> None:
     ids, _, _ = lab
     client = ids.context(fx.CLIENT_ID, server=False)

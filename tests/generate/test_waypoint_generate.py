@@ -86,7 +86,7 @@ def test_inner_listener_chains_per_service_port_and_policy(waypoint: tuple[ir.Pr
     assert _walk(reviews, "filterState")[0]["key"] == "io.waymesh.peer_principal"
     # deny-admin targets the Service reviews: only its chain has a DENY stage.
     actions = {name: [f["typedConfig"]["rules"].get("action", "ALLOW") for f in _walk(c, "httpFilters")[0]
-                      if f["name"] == "envoy.filters.http.rbac"] for name, c in chains.items() if name != "no-service"}
+                      if f["name"] == "envoy.filters.http.rbac"] for name, c in chains.items() if name.endswith(":9080")}
     assert actions["reviews.shop.svc.cluster.local:9080"] == ["DENY", "ALLOW"]
     assert actions["ratings.shop.svc.cluster.local:9080"] == ["ALLOW"]
     assert "no-service" in chains and "filterChainMatch" not in chains["no-service"]
@@ -211,3 +211,17 @@ spec:
     config, problems = offline.index.translate(fx.waypoint_proxy_info())
     assert "only-waypoint" not in str(config)
     assert not any("targetRefs" in str(p) for p in problems)  # Service targets are this proxy's business
+
+
+def test_workload_traffic_chain(waypoint: tuple[ir.ProxyConfig, list[Any]]) -> None:
+    """waypoint-for all: a tunnel addressed to a bound pod goes on to that pod (L4)."""
+    res = _as_dicts(waypoint[0])
+    chains = {c["name"]: c for c in res[type_urls.LISTENER][hb.INNER]["filterChains"]}
+    chain = chains["workload|shop/reviews-v1"]
+    assert chain["filterChainMatch"]["prefixRanges"] == [{"addressPrefix": fx.REVIEWS_V1, "prefixLen": 32}]
+    tcp = chain["filters"][-1]["typedConfig"]
+    assert tcp["tunnelingConfig"]["hostname"] == "%DOWNSTREAM_LOCAL_ADDRESS%"
+    assert chain["filters"][0]["name"] == "envoy.filters.network.rbac"  # the Gateway's ALLOW
+    origin = res[type_urls.CLUSTER][tcp["cluster"]]
+    assert origin["type"] == "ORIGINAL_DST" and origin["originalDstLbConfig"] == {"upstreamPortOverride": 15008}
+    assert "waypoint-0" not in str(chains)  # the waypoint's own pod is not a destination

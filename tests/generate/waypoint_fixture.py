@@ -1,7 +1,7 @@
 """A waypoint fixture shared by the generator and end-to-end waypoint tests.
 
 Namespace `shop` is sidecarless (`istio.io/dataplane-mode: ambient`) and bound to the waypoint
-`shop/waypoint` (class waymesh-waypoint), realised by the WorkloadEntry `waypoint-0`. Service
+`shop/waypoint` (class waymesh-waypoint, for service and workload traffic), realised by the WorkloadEntry `waypoint-0`. Service
 `reviews` (VIP 10.96.31.10:9080) has two versions (subsets v1/v2) on their own loopback
 addresses; a VirtualService splits 80/20 and sends `end-user: jason` to v2; AuthorizationPolicies
 target the Gateway (ALLOW the client identity) and the Service (DENY /admin). `ratings`
@@ -43,7 +43,7 @@ metadata: {{name: shop, labels: {{istio.io/dataplane-mode: ambient, istio.io/use
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {{name: waypoint, namespace: shop}}
+metadata: {{name: waypoint, namespace: shop, labels: {{istio.io/waypoint-for: all}}}}
 spec:
   gatewayClassName: waymesh-waypoint
   listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]

@@ -236,7 +236,11 @@ def build_internal(lst: hb.InternalListener) -> listener_pb2.Listener:
                 cidr = fc.filter_chain_match.prefix_ranges.add(address_prefix=addr)
                 cidr.prefix_len.value = 128 if ":" in addr else 32
         for f in fc.filters:
-            if f.name == HCM_FILTER:
+            if f.name == TCP_PROXY_FILTER and isinstance(chain, hb.TunnelTcpChain):
+                tp = tcp_proxy_pb2.TcpProxy.FromString(f.typed_config.value)
+                tp.tunneling_config.hostname = chain.hostname
+                f.typed_config.CopyFrom(typed(tp))
+            elif f.name == HCM_FILTER:
                 hcm = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
                 for hf in hcm.http_filters:
                     hf.typed_config.CopyFrom(_rewrite_rbac(hf.typed_config))
@@ -322,8 +326,11 @@ def build_originate_cluster(c: hb.HboneOriginateCluster) -> cluster_pb2.Cluster:
     out = cluster_pb2.Cluster(name=c.name, type=cluster_pb2.Cluster.ORIGINAL_DST,
                               lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
                               connect_timeout=duration(c.connect_timeout))
-    out.original_dst_lb_config.metadata_key.key = TUNNEL_METADATA
-    out.original_dst_lb_config.metadata_key.path.add(key="address")
+    if c.port_override is not None:
+        out.original_dst_lb_config.upstream_port_override.value = c.port_override
+    else:
+        out.original_dst_lb_config.metadata_key.key = TUNNEL_METADATA
+        out.original_dst_lb_config.metadata_key.path.add(key="address")
     out.cleanup_interval.CopyFrom(duration(60))
     from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 

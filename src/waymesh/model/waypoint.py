@@ -12,7 +12,9 @@ Layout (names as `proxy-config` shows them):
   `waypoint|<port>|<host>` (routes from the HTTPRoutes whose parentRef is the Service, else the
   VirtualServices bound to `mesh` for its host, else one default route), TCP ports use
   tcp_proxy (a VirtualService `tcp` route may split). Tunnels to anything else are closed
-  (`BlackHoleCluster`). AuthorizationPolicies with `targetRefs` to this Gateway or to a bound
+  (`BlackHoleCluster`). With `istio.io/waypoint-for: workload|all`, tunnels addressed to a bound
+  sidecarless pod (`<pod ip>:<port>`) take the chain `workload|<ns>/<name>`: L4, then HBONE to
+  that pod and port (`connect_originate_workload|<identity>`). AuthorizationPolicies with `targetRefs` to this Gateway or to a bound
   Service are enforced on these chains; `principals` match the HBONE peer's identity.
 - Clusters `outbound|<port>|<subset>|<host>` as at a sidecar (DestinationRules apply), whose
   sidecarless endpoints are reached by HBONE (`connect_originate|<identity>`) with the
@@ -35,8 +37,14 @@ from waymesh.model.proxy import ProxyInfo
 from waymesh.model.registry import Service
 from waymesh.model.sidecar import BLACKHOLE, HTTP_PROTOCOLS, _Outbound, service_vips
 from waymesh.model.sidecar_workload import Workload
-from waymesh.model.waypoint_tunnels import tunnel_clusters, with_plumbing
-from waymesh.model.waypoints import services_of_waypoint, waypoint_info
+from waymesh.model.waypoint_tunnels import tunnel_clusters, with_plumbing, workload_identity, workloads_by_ip
+from waymesh.model.waypoints import (
+    addresses_of,
+    is_sidecarless,
+    services_of_waypoint,
+    waypoint_for_workload,
+    waypoint_info,
+)
 
 SERVICES_KEY = "services"  # ProxyInfo metadata read by model/authz.py (Service targetRefs)
 
@@ -82,6 +90,7 @@ class _Waypoint:
         self.tables: list[ir.RouteTable] = []
         self.extra: dict[str, ir.Cluster] = {}
         self.policy_clusters: dict[str, ir.Cluster] = {}
+        self.workload_clusters: dict[str, ir.Cluster] = {}
         self.filters: dict[tuple[str | None, bool], tuple[ir.Filter, ...]] = {}
         self.access_log = getattr(ctx.mesh, "accessLogFile", "") or None
         self.access_json = getattr(ctx.mesh, "accessLogEncoding", "TEXT") == "JSON"
@@ -99,6 +108,8 @@ class _Waypoint:
             services = services_of_waypoint(self.ctx, gw)
         for svc in services:
             self._service(svc)
+        if info is not None and info.takes_workload_traffic:
+            self._workloads(gw)
         # Tunnels to destinations no bound service has: closed.
         self.chains.append(self._secure(ir.TcpFilterChain(clusters=(ir.WeightedCluster(BLACKHOLE),),
                                                           name="no-service", stat_prefix=BLACKHOLE), None))
@@ -115,7 +126,7 @@ class _Waypoint:
         config = ir.ProxyConfig(
             listeners=(replace(hb.terminate_listener(self.access_log, self.access_json), address=self._bind()), inner),
             route_tables=tuple(self.tables),
-            clusters=(hb.inner_cluster(), *converted,
+            clusters=(hb.inner_cluster(), *converted, *self.workload_clusters.values(),
                       ir.Cluster(name=BLACKHOLE, discovery=ir.Discovery.EDS, protocol="tcp")),
             secrets=tuple(self.out.up.secrets[k] for k in sorted(self.out.up.secrets)),
         )
@@ -149,6 +160,27 @@ class _Waypoint:
                     self.chains.append(self._secure(ir.TcpFilterChain(
                         clusters=clusters, match=match, name=name,
                         stat_prefix=f"inbound-vip|{sp.number}|tcp|{svc.hostname}"), svc))
+
+    def _workloads(self, gw: ConfigKey) -> None:
+        """Traffic addressed to a bound sidecarless pod (`<pod ip>:<port>`, waypoint-for
+        workload|all): L4 here (the Gateway's policies), then HBONE to that same pod and port."""
+        seen: set[str] = set()
+        objects = {(o.namespace, o.kind, o.name): o for o in workloads_by_ip(self.ctx).values()}
+        for _, obj in sorted(objects.items()):
+            info = waypoint_for_workload(self.ctx, obj)
+            if info is None or info.gateway != gw or not is_sidecarless(self.ctx, obj):
+                continue
+            addresses = tuple(a for a in addresses_of(obj) if a not in seen)
+            if not addresses:
+                continue
+            seen.update(addresses)
+            origin = hb.workload_originate(workload_identity(self.ctx, obj))
+            self.workload_clusters[origin.name] = origin
+            chain = hb.TunnelTcpChain(clusters=(ir.WeightedCluster(origin.name),),
+                                      match=hb.DestinationMatch(addresses=addresses),
+                                      name=f"workload|{obj.namespace}/{obj.name}",
+                                      stat_prefix=f"inbound-pod|{obj.namespace}/{obj.name}")
+            self.chains.append(self._secure(chain, None))
 
     def _secure(self, chain: ir.FilterChain, svc: Service | None) -> ir.FilterChain:
         """The chain with the AuthorizationPolicies for this service's traffic in front (the

@@ -77,6 +77,23 @@ class HboneOriginate(ir.Listener):
 @dataclass(frozen=True)
 class HboneOriginateCluster(ir.Cluster):
     identity: str = ""
+    # Set: dial the connection's own (restored) destination address at this port, instead of
+    # the `tunnel.address` metadata (tunnels to a workload's original destination).
+    port_override: int | None = None
+
+
+@dataclass(frozen=True)
+class TunnelTcpChain(ir.TcpFilterChain):
+    """tcp_proxy that tunnels to its cluster with CONNECT `:authority` = `hostname` (a format string)."""
+
+    hostname: str = "%DOWNSTREAM_LOCAL_ADDRESS%"
+
+
+def workload_originate(identity: str) -> HboneOriginateCluster:
+    """HBONE to the connection's destination pod itself (`<its ip>:15008`, authority = ip:port)."""
+    return HboneOriginateCluster(name=f"connect_originate_workload|{identity.removeprefix('spiffe://')}",
+                                 discovery=ir.Discovery.ORIGINAL_DST, protocol="http2", identity=identity,
+                                 port_override=HBONE_PORT)
 
 
 def originate_name(identity: str) -> str:
