@@ -33,8 +33,10 @@ from waymesh.nodeproxy.state import WorkloadState
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and iptables need root")
 
 PREFIX = f"wmdp{os.getpid() % 100000}"
-NS_A, NS_B = f"{PREFIX}a", f"{PREFIX}b"
+NS_A, NS_B, NS_C = f"{PREFIX}a", f"{PREFIX}b", f"{PREFIX}c"
 IP_A, IP_B = "10.251.7.2", "10.251.7.3"
+IP_A2, IP_C = "10.251.9.2", "10.251.9.3"  # A <-> C: C is a "sidecar pod" (no node proxy capture)
+VIP = "10.251.7.100"
 WAYMESH = str(Path(sys.executable).with_name("waymesh"))
 MARK = 0x539
 
@@ -56,6 +58,12 @@ def pods() -> Iterator[None]:
             _sh("ip", "-n", ns, "link", "set", link, "up")
             _sh(WAYMESH, "capture", "install", "--netns", ns, "--proxy-mark", hex(MARK), "--gid", "-1",
                 "--exclude-inbound-ports", "15008,15020,15021")  # fmt: skip
+        _sh("ip", "netns", "add", NS_C)
+        _sh("ip", "link", "add", f"{PREFIX}z", "netns", NS_A, "type", "veth", "peer", "name", f"{PREFIX}w", "netns", NS_C)
+        for ns, link, ip in ((NS_A, f"{PREFIX}z", IP_A2), (NS_C, f"{PREFIX}w", IP_C)):
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+            _sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", link)
+            _sh("ip", "-n", ns, "link", "set", link, "up")
         yield
     finally:
         _cleanup()
@@ -66,7 +74,7 @@ def _cleanup_addr() -> None:
 
 
 def _cleanup() -> None:
-    for ns in (NS_A, NS_B):
+    for ns in (NS_A, NS_B, NS_C):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
@@ -92,6 +100,7 @@ def make_certs(*identities: str) -> Certs:
 
 ID_A = spiffe("cluster.local", "demo", "a")
 ID_B = spiffe("cluster.local", "demo", "b")
+ID_C = spiffe("cluster.local", "demo", "c")
 
 
 def records(peer_auth: str = "PERMISSIVE", deny_port: int | None = None) -> list[dict]:
@@ -101,6 +110,10 @@ def records(peer_auth: str = "PERMISSIVE", deny_port: int | None = None) -> list
         {"type": "Workload", "name": "b", "namespace": "demo", "addresses": [IP_B], "node": "n1", "serviceAccount": "b",
          "trustDomain": "cluster.local", "tunnelProtocol": "HBONE", "peerAuthMode": peer_auth,
          "authorizationPolicies": ["demo/deny-port"] if deny_port else []},
+        {"type": "Workload", "name": "c", "namespace": "demo", "addresses": [IP_C], "node": "n2", "serviceAccount": "c",
+         "trustDomain": "cluster.local", "tunnelProtocol": "SIDECAR_MTLS"},
+        {"type": "Service", "name": "web", "namespace": "demo", "hostname": "web.demo.svc.cluster.local",
+         "addresses": [VIP], "ports": [{"servicePort": 80, "targetPort": 9000}], "endpoints": ["demo/b"]},
     ]  # fmt: skip
     if deny_port:
         recs.append({"type": "Authorization", "name": "deny-port", "namespace": "demo", "action": "DENY",
@@ -117,10 +130,12 @@ async def node_proxy(tmp_path: Path, recs: list[dict]) -> AsyncIterator[NodeProx
     cfg.write_text(yaml.safe_dump(recs))
     state = WorkloadState()
     state.load_static(cfg)
-    certs = make_certs(ID_A, ID_B)
+    certs = make_certs(ID_A, ID_B, ID_C)
     ids = Identities(tmp_path / "ids", "")
     for ident, (chain, key) in certs.chains.items():
-        ids.add_static(ident, chain, key, certs.bundle)
+        if ident != ID_C:  # C is a sidecar pod: not this node proxy's
+            ids.add_static(ident, chain, key, certs.bundle)
+    proxy_certs[tmp_path] = certs
     places = {IP_A: PodPlace("a", NS_A), IP_B: PodPlace("b", NS_B)}
     proxy = NodeProxy("n1", state, Netns(MARK), ids, lambda w: places.get(w.addresses[0]), Metrics())
     proxy.start()
@@ -133,6 +148,7 @@ async def node_proxy(tmp_path: Path, recs: list[dict]) -> AsyncIterator[NodeProx
         await proxy.close()
 
 
+proxy_certs: dict[Path, Certs] = {}
 app_netns = Netns(0)  # the apps' own sockets: no mark, so capture applies to them
 
 
@@ -279,3 +295,47 @@ def test_sockets_in_pod_netns_carry_the_mark(pods: None) -> None:
         assert "15999" in ss
     finally:
         s.close()
+
+
+async def test_service_vip_goes_to_an_endpoint_target_port(pods: None, tmp_path: Path) -> None:
+    async with node_proxy(tmp_path, records()) as proxy, echo_app(NS_B, IP_B, 9000) as peers:
+        assert await roundtrip(NS_A, VIP, 80, b"vip") == b"echo:vip"
+        assert len(peers) == 1 and proxy.pool.created == 1
+
+
+async def test_sidecar_workload_gets_istio_mtls(pods: None, tmp_path: Path) -> None:
+    """C has a "sidecar" (here: a TLS server with C's certificate that requires a client
+    certificate and ALPN istio, as a sidecar's inbound listener): A's traffic reaches it as
+    Istio mTLS with A's identity."""
+    import ssl
+
+    from waymesh.nodeproxy.tls import peer_identity
+
+    async with node_proxy(tmp_path, records()):
+        certs = proxy_certs[tmp_path]
+        chain, key = certs.chains[ID_C]
+        (tmp_path / "c.pem").write_text(chain)
+        (tmp_path / "c.key").write_text(key)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "c.key")
+        ctx.load_verify_locations(cadata=certs.bundle)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.set_alpn_protocols(["istio"])
+        seen: list[tuple[str | None, str | None]] = []
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            obj = w.get_extra_info("ssl_object")
+            seen.append((peer_identity(obj), obj.selected_alpn_protocol()))
+            w.write(b"sidecar:" + await r.readexactly(5))
+            await w.drain()
+            w.close()
+
+        srv = await asyncio.start_server(handle, sock=app_netns.listener(NS_C, 9443, IP_C), ssl=ctx)
+        try:
+            r, w = await connect_from(NS_A, IP_C, 9443)
+            w.write(b"hello")
+            assert await asyncio.wait_for(r.read(), 10) == b"sidecar:hello"
+            w.close()
+            assert seen == [(ID_A, "istio")]
+        finally:
+            srv.close()
