@@ -172,6 +172,8 @@ def _churn_source(rng: random.Random, kind: str, i: int) -> str:
                             ("security.istio.io/tlsMode", ["istio"]), ("istio.io/use-waypoint", ["wp", "none"])):
             if rng.random() < 0.2:
                 labels[key] = rng.choice(values)
+        if labels.get("istio.io/use-waypoint") == "wp" and rng.random() < 0.5:
+            labels["istio.io/use-waypoint-namespace"] = rng.choice(["a", "b"])
         if rng.random() < 0.15:
             labels = {"gateway.networking.k8s.io/gateway-name": rng.choice(["wp", "wp2"])}
         return (f"apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: w{i}, namespace: {ns},"
@@ -191,6 +193,14 @@ def _churn_source(rng: random.Random, kind: str, i: int) -> str:
         pns = rng.choice([ns, "istio-system"])
         return (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{i}, namespace: {pns}}}\n"
                 f"spec: {{{sel}action: {rng.choice(['ALLOW', 'DENY'])}, rules: [{{to: [{{operation: {{ports: ['{rng.randint(1, 9)}']}}}}]}}]}}\n")
+    if kind == "se":
+        labels = {"istio.io/use-waypoint": "wp"} if rng.random() < 0.4 else {}
+        if labels and rng.random() < 0.5:
+            labels["istio.io/use-waypoint-namespace"] = rng.choice(["a", "b"])
+        return (f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: se{i}, namespace: {ns}, "
+                f"labels: {labels}}}\nspec:\n  hosts: [se{i % 2}.example.internal]\n  addresses: [240.0.0.{i}]\n"
+                f"  resolution: STATIC\n  location: MESH_INTERNAL\n  ports: [{{number: 7000, name: tcp, protocol: TCP}}]\n"
+                f"  workloadSelector: {{labels: {{app: {rng.choice('xyz')}}}}}\n")
     if kind == "pod":
         labels = {"app": rng.choice(["x", "y", "z"])}
         if rng.random() < 0.2:
@@ -200,7 +210,8 @@ def _churn_source(rng: random.Random, kind: str, i: int) -> str:
         return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {labels}}}\n"
                 f"spec: {{serviceAccountName: sa{i % 3}, nodeName: n{i % 2}, containers: [{{name: c}}]}}\n")
     # PeerAuthentication
-    sel = f"selector: {{matchLabels: {{app: {rng.choice('xyz')}}}}}, " if rng.random() < 0.5 else ""
+    ns = rng.choice(["a", "b", "istio-system"])
+    sel = f"selector: {{matchLabels: {{app: {rng.choice('xyz')}}}}}, " if rng.random() < 0.5 and ns != "istio-system" else ""
     return (f"apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: pa{i}, namespace: {ns}}}\n"
             f"spec: {{{sel}mtls: {{mode: {rng.choice(['STRICT', 'PERMISSIVE', 'DISABLE'])}}}}}\n")
 
@@ -210,7 +221,7 @@ def test_incremental_updates_equal_a_full_build() -> None:
     store = ConfigStore()
     index = MeshIndex(store, CredentialStore(None, store), MeshConfig())
     feed = WorkloadFeed(index, Cache())
-    kinds = ["ns"] * 2 + ["we"] * 10 + ["svc"] * 4 + ["gw"] * 2 + ["ap"] * 4 + ["pa"] * 2 + ["pod"] * 6
+    kinds = ["ns"] * 2 + ["we"] * 10 + ["svc"] * 4 + ["gw"] * 2 + ["ap"] * 4 + ["pa"] * 3 + ["pod"] * 6 + ["se"] * 3
     sources = [(k, i) for i, k in enumerate(kinds)]
 
     def put(kind: str, i: int, present: bool) -> None:

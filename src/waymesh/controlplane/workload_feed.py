@@ -186,6 +186,7 @@ class WorkloadFeed:
         sources: set[ConfigKey] = set()
         policies: set[str] = set()
         gateways: set[tuple[str, str]] = set()
+        redefined: set[ConfigKey] = set()  # Services / ServiceEntries whose definition may have changed
 
         def in_scope(namespace: str) -> list[ConfigKey]:
             return [k for k in self._workload_key.values() if namespace == root or k.namespace == namespace]
@@ -213,18 +214,16 @@ class WorkloadFeed:
                     if labels.get(GATEWAY_NAME_LABEL):
                         gateways.add((key.namespace, labels[GATEWAY_NAME_LABEL]))
             elif gk in _SERVICE_KINDS:
-                sources.add(key)
-                # Workloads it selected (their `services`; not-ready pods are not endpoints).
-                old_names = self._service_names.get(key, set())
-                if old_names:
-                    workloads.update(self._workload_key[u] for u, rec in self._workloads.items()
-                                     if rec.namespace == key.namespace and not old_names.isdisjoint(rec.services))
-                # Workloads it selects now: found through the new records after they are built.
-                for svc in ctx.registry.services_from(key):
-                    sel = gen._selector(ctx, svc)
-                    if sel:
-                        workloads.update(o.key for o in gen.workload_objects(ctx, key.namespace)
-                                         if all(workload_labels(o).get(k) == v for k, v in sel.items()))
+                redefined.add(key)
+                # Another definition of a host it defined (or now defines) may win or lose now.
+                hosts = {n.split("/", 1)[1] for n in self._service_names.get(key, ())} | \
+                    {s.hostname for s in ctx.registry.services_from(key)}
+                if hosts:
+                    for other in ctx.store.list(ISTIO_NETWORKING, "ServiceEntry"):
+                        if any(s.hostname in hosts for s in ctx.registry.services_from(other.key)):
+                            redefined.add(other.key)
+                    redefined.update(k for k, names in self._service_names.items()
+                                     if any(n.split("/", 1)[1] in hosts for n in names))
             elif gk == (ISTIO_SECURITY, "AuthorizationPolicy"):
                 name = f"{key.namespace}/{key.name}"
                 policies.add(name)
@@ -252,6 +251,18 @@ class WorkloadFeed:
                 sources.update(s.source for s in ctx.registry.services() if s.namespace == key.name)
             elif gk == (GATEWAY_API, "Gateway"):
                 gateways.add((key.namespace, key.name))
+        for key in redefined:
+            sources.add(key)
+            # Workloads it selected (their `services`; not-ready pods are not endpoints) and selects.
+            old_names = self._service_names.get(key, set())
+            if old_names:
+                workloads.update(self._workload_key[u] for u, rec in self._workloads.items()
+                                 if rec.namespace == key.namespace and not old_names.isdisjoint(rec.services))
+            for svc in ctx.registry.services_from(key):
+                sel = gen._selector(ctx, svc)
+                if sel:
+                    workloads.update(o.key for o in gen.workload_objects(ctx, key.namespace)
+                                     if all(workload_labels(o).get(k) == v for k, v in sel.items()))
         if gateways:
             self._bound_to(ctx, gateways, workloads, sources)
         return workloads, sources, policies
@@ -343,6 +354,9 @@ class WorkloadFeed:
             names.add(name)
             self._put(gen.SERVICE_TYPE, out, name, rec)
         for gone in self._service_names.get(key, set()) - names:
+            winner = ctx.registry.service(gone.split("/", 1)[1])
+            if winner is not None and winner.source != key and gen.service_name(winner) == gone:
+                continue  # another definition of the host now makes this record (rebuilt in this pass)
             self._services.pop(gone, None)
             out.pop(gone, None)
             self._touched[gen.SERVICE_TYPE].add(gone)
@@ -375,4 +389,3 @@ class WorkloadFeed:
             self._problems[(type_url, name)] = list(problems)
         else:
             self._problems.pop((type_url, name), None)
-
