@@ -286,6 +286,9 @@ def test_workload_update_recompiles() -> None:
     del w2.authorization_policies[:]
     state.apply(WORKLOAD_TYPE, w.uid, w2)
     assert authorize(state, w2, conn(WEB)).allowed
+    assert authorize(state, w, conn(WEB)).allowed  # a stale copy is decided with the current record
+    state.apply(WORKLOAD_TYPE, w.uid, None)
+    assert not authorize(state, w, conn(WEB)).allowed  # gone from the state: decided as given
 
 
 def test_bad_cidr_fails_closed() -> None:

@@ -224,9 +224,9 @@ def test_load_static_json_and_reload_drops_missing(tmp_path: Path) -> None:
     ("body", "message"),
     [
         ("{a: 1}", "expected a list"),
-        ("- 3", "item 0: expected a mapping"),
+        ("- 3", r"bad.yaml:1: item 0: expected a mapping"),
         ("- {type: Pod, name: x}", "item 0: field 'type' must be one of"),
-        ("- {type: Workload, name: a, namespace: s}\n- {type: Workload, name: b, nodee: h1}", r"item 1 \(Workload\): .*nodee"),
+        ("- {type: Workload, name: a, namespace: s}\n- {type: Workload, name: b, nodee: h1}", r"bad.yaml:2: item 1 \(Workload\): .*nodee"),
         ("- {type: Workload, name: a, namespace: s, tunnelProtocol: TCP}", "tunnelProtocol"),
         ("- {type: Workload, name: a, namespace: s, addresses: 5}", "addresses"),
         ("- {type: Service, name: a, namespace: s}", "field 'hostname' is required"),

@@ -300,11 +300,14 @@ def _strip(identity: str) -> str:
 
 def _checks(state: WorkloadState, dst: Workload) -> _Checks:
     cached = state.workload_cache.get(dst.uid)
-    if cached is not None and cached[0] is dst:
-        return cached[1]
-    checks = _Checks(state, dst)
-    if state.workload(dst.uid) is dst:  # cache only what the state holds (invalidation is by uid)
-        state.workload_cache[dst.uid] = (dst, checks)
+    if cached is not None:
+        return cached
+    # A caller holding an older copy of the record gets the state's current one (fresher policy,
+    # and cached); a record the state no longer has is decided as given, uncached.
+    current = state.workload(dst.uid)
+    if current is None:
+        return _Checks(state, dst)
+    checks = state.workload_cache[dst.uid] = _Checks(state, current)
     return checks
 
 

@@ -53,6 +53,17 @@ def resource_name(message: Message) -> str:
     raise TypeError(f"not a workload feed record: {type(message).__name__}")
 
 
+def _item_lines(text: str) -> list[int]:
+    """1-based line of each top-level list item (JSON is YAML too), for error messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(root, yaml.SequenceNode):
+        return []
+    return [node.start_mark.line + 1 for node in root.value]
+
+
 class WorkloadState:
     def __init__(self) -> None:
         self.ready = asyncio.Event()
@@ -294,10 +305,11 @@ class WorkloadState:
             data = []
         if not isinstance(data, list):
             raise StaticConfigError(f"{path}: expected a list of records, got {type(data).__name__}")
+        lines = _item_lines(text)
         records: list[tuple[str, str, Message]] = []
         seen: dict[tuple[str, str], int] = {}
         for index, item in enumerate(data):
-            where = f"{path}: item {index}"
+            where = f"{path}:{lines[index]}: item {index}" if index < len(lines) else f"{path}: item {index}"
             if not isinstance(item, dict):
                 raise StaticConfigError(f"{where}: expected a mapping, got {type(item).__name__}")
             fields = dict(item)
