@@ -157,6 +157,20 @@ async def test_endpoint_metrics_and_readiness() -> None:
         await m.close()
 
 
+async def test_two_processes_can_share_the_port_with_reuse_port() -> None:
+    old, new = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    server = await old.serve("127.0.0.1", 0, reuse_port=True)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await new.serve("127.0.0.1", port, reuse_port=True)
+        new.set_ready()
+        await old.close()
+        assert (await _get(port, "/healthz/ready"))[0] == 200
+    finally:
+        await old.close()
+        await new.close()
+
+
 def test_cost_per_connection() -> None:
     """ConnLabels.of + opened + closed, as the data path does per connection."""
     m = Metrics(CollectorRegistry())

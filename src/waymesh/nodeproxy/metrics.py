@@ -215,10 +215,13 @@ class Metrics:
     def set_ready(self, ready: bool = True) -> None:
         self.ready = ready
 
-    async def serve(self, host: str, port: int) -> asyncio.Server:
+    async def serve(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
         """Start listening and return the server (it serves until close()); port 0 picks one:
-        `server.sockets[0].getsockname()[1]`."""
-        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        `server.sockets[0].getsockname()[1]`. `reuse_port`: SO_REUSEPORT, so a restarting node
+        proxy can bind 15020 while the old process still serves it."""
+        self._server = await asyncio.start_server(
+            self._handle, host, port, reuse_address=True, reuse_port=reuse_port or None
+        )
         return self._server
 
     async def close(self) -> None:
