@@ -320,3 +320,65 @@ def test_cost_per_connection() -> None:
         authorize(state, dst, c)
     per = (time.perf_counter() - t) / n
     assert per < 20e-6, f"authorize() took {per * 1e6:.1f} µs"
+
+
+def test_cached_decisions_equal_fresh_ones_under_random_churn() -> None:
+    """Compiled checks are cached per workload and per policy: after any sequence of record
+    changes, every decision must equal the one a fresh state (nothing cached) gives."""
+    import random
+
+    rng = random.Random(6)
+    names = [f"p{i}" for i in range(5)]
+    rule_pool = [
+        {"matchAll": True},
+        {"principals": [{"suffix": "/sa/web"}]},
+        {"namespaces": [{"exact": "ops"}]},
+        {"notPrincipals": [{"presence": True}]},
+        {"destinationPorts": [9080]},
+        {"sourceIps": [{"address": "10.1.0.0", "length": 24}]},
+        {"notDestinationPorts": [15000], "namespaces": [{"prefix": "sh"}]},
+    ]
+    conns = [conn(WEB), conn(ADMIN), conn(None), conn(WEB, port=15000), conn(ADMIN, src="10.1.0.9"), conn(WAYPOINT)]
+    uids = ["shop/a", "shop/b"]
+    state = WorkloadState()
+    records: dict[tuple[str, str], object] = {}
+    for step in range(300):
+        kind = rng.random()
+        if kind < 0.5:
+            name = rng.choice(names)
+            if rng.random() < 0.2:
+                rec = None
+            else:
+                rec = policy(
+                    name,
+                    rng.choice(["ALLOW", "DENY", "AUDIT"]),
+                    rng.sample(rule_pool, rng.randint(0, 2)),
+                    dry_run=rng.random() < 0.2,
+                )
+            key = (AUTHORIZATION_TYPE, f"shop/{name}")
+        else:
+            uid = rng.choice(uids)
+            rec = None
+            if rng.random() > 0.1:
+                rec = Workload(
+                    uid=uid,
+                    name=uid.split("/")[1],
+                    namespace="shop",
+                    addresses=[f"10.1.0.{uids.index(uid) + 20}"],
+                    authorization_policies=[f"shop/{n}" for n in rng.sample(names, rng.randint(0, 3))],
+                    peer_auth_mode=rng.choice([0, STRICT]),
+                    waypoint_identities=[WAYPOINT] if rng.random() < 0.2 else [],
+                )
+            key = (WORKLOAD_TYPE, uid)
+        state.apply(key[0], key[1], rec)  # type: ignore[arg-type]
+        records[key] = rec
+        fresh = WorkloadState()
+        for (t, n), r in records.items():
+            if r is not None:
+                fresh.apply(t, n, r)  # type: ignore[arg-type]
+        for uid in uids:
+            w = state.workload(uid)
+            if w is None:
+                continue
+            for c in conns:
+                assert authorize(state, w, c) == authorize(fresh, fresh.workload(uid), c), (step, uid, c)
