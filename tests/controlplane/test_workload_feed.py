@@ -251,5 +251,6 @@ def test_incremental_updates_equal_a_full_build() -> None:
         got = {t: {n: r.version for n, r in rs.items()} for t, rs in feed.resources.items()}
         want = {t: {n: r.version for n, r in rs.items()} for t, rs in fresh.resources.items()}
         assert got == want, f"step {step}: {kind}{i}"
+        assert {str(p) for p in feed.problems()} == {str(p) for p in fresh.problems()}, f"step {step}: {kind}{i}"
         sent = {t: rs for t, rs in feed.cache.snapshot("node-proxy~1").items() if rs}
         assert sent == {t: rs for t, rs in feed.resources.items() if rs}

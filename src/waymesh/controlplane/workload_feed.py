@@ -323,9 +323,9 @@ class WorkloadFeed:
             return
         if (owner := self._workload_key.get(name)) is not None and owner != key and owner.kind == "WorkloadEntry":
             return  # a WorkloadEntry of the same name wins over a Pod
-        before = len(ctx.problems)
+        ctx.problems = []  # this record's own (report() skips what the list already holds)
         rec = gen.workload_record(ctx, obj)
-        self._record_problems(gen.WORKLOAD_TYPE, name, ctx.problems[before:])
+        self._record_problems(gen.WORKLOAD_TYPE, name, ctx.problems)
         self._count_policies(self._workloads.get(name), -1)
         self._count_policies(rec, 1)
         self._workloads[name] = rec
@@ -347,9 +347,9 @@ class WorkloadFeed:
             if ctx.registry.service(svc.hostname) is not svc:
                 continue  # another definition of this host wins
             name = gen.service_name(svc)
-            before = len(ctx.problems)
+            ctx.problems = []  # this record's own (report() skips what the list already holds)
             rec = gen.service_record(ctx, svc)
-            self._record_problems(gen.SERVICE_TYPE, name, ctx.problems[before:])
+            self._record_problems(gen.SERVICE_TYPE, name, ctx.problems)
             self._services[name] = rec
             names.add(name)
             self._put(gen.SERVICE_TYPE, out, name, rec)
@@ -369,9 +369,9 @@ class WorkloadFeed:
     def _set_policy(self, ctx: TranslateContext, name: str, out: dict[str, Resource]) -> None:
         ns, _, pname = name.partition("/")
         obj = ctx.store.get(gen.policy_key(ns, pname))
-        before = len(ctx.problems)
+        ctx.problems = []  # this record's own (report() skips what the list already holds)
         rec = gen.authorization_record(ctx, obj) if obj is not None else None
-        self._record_problems(gen.AUTHORIZATION_TYPE, name, ctx.problems[before:])
+        self._record_problems(gen.AUTHORIZATION_TYPE, name, ctx.problems)
         if rec is None:
             out.pop(name, None)
             self._touched[gen.AUTHORIZATION_TYPE].add(name)
