@@ -225,3 +225,18 @@ def test_workload_traffic_chain(waypoint: tuple[ir.ProxyConfig, list[Any]]) -> N
     origin = res[type_urls.CLUSTER][tcp["cluster"]]
     assert origin["type"] == "ORIGINAL_DST" and origin["originalDstLbConfig"] == {"upstreamPortOverride": 15008}
     assert "waypoint-0" not in str(chains)  # the waypoint's own pod is not a destination
+
+
+def test_sidecar_sends_pod_with_own_waypoint_through_it(tmp_path: Path) -> None:
+    text = fx.SIDECAR_CONFIG.replace("labels: {app: echo}", "labels: {app: echo, istio.io/use-waypoint: wp}").replace(
+        "metadata: {name: wp, namespace: ambient}", "metadata: {name: wp, namespace: ambient, labels: {istio.io/waypoint-for: workload}}")
+    (tmp_path / "mesh.yaml").write_text(text)
+    offline = OfflineMesh.load(tmp_path, None, None)
+    config, _ = offline.index.translate(sidecar_proxy(offline.store, "web/web-0"))
+    echo = next(c for c in config.clusters if c.name == "outbound|80||echo.ambient.svc.cluster.local")
+    assert isinstance(echo, hb.HboneCluster)
+    assert [(t.destination, t.address, t.identity) for t in echo.tunnels] == [
+        (f"{fx.ECHO_IP}:{fx.APP_PORT}", f"{fx.INTEROP_WAYPOINT_IP}:15008", fx.INTEROP_WAYPOINT_ID)]
+    # waypoint-for workload: the service-bound `gated` is not sent to it as a service any more.
+    gated = next(c for c in config.clusters if c.name == "outbound|80||gated.ambient.svc.cluster.local")
+    assert isinstance(gated, hb.HboneCluster) and gated.tunnels[0].address == f"{fx.GATED_IP}:15008"

@@ -6,6 +6,8 @@
 - With `via_waypoints` (sidecars): a service bound to a waypoint is reached through the
   waypoint instead: a tunnel to `<waypoint ip>:15008` with `:authority` `<service VIP>:<port>`,
   checking the waypoint's identity. The waypoint applies the service's L7 routes and policy.
+- With `via_waypoints`, a sidecarless endpoint whose pod has its own waypoint (waypoint-for
+  workload|all) is reached through that waypoint (authority `<pod ip>:<port>`).
 - Other endpoints (sidecars, plain workloads) keep the cluster's TLS settings (auto mTLS).
 """
 
@@ -13,18 +15,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from waymesh.config.types import CORE, ISTIO_NETWORKING, ConfigObject
+from waymesh.config.types import CORE, GATEWAY_API, ISTIO_NETWORKING, ConfigObject
 from waymesh.model import ir
 from waymesh.model import waypoint_ir as hb
 from waymesh.model.context import TranslateContext
 from waymesh.model.registry import Service
 from waymesh.model.waypoints import (
+    DATAPLANE_MODE_LABEL,
+    WAYPOINT_CLASS,
     addresses_of,
     is_sidecarless,
     service_account_of,
     spiffe_id,
     trust_domain,
     waypoint_for_service,
+    waypoint_for_workload,
+    workload_labels,
 )
 
 
@@ -37,6 +43,21 @@ def workloads_by_ip(ctx: TranslateContext) -> dict[str, ConfigObject]:
                 for ip in addresses_of(obj):
                     memo[ip] = obj
         ctx.memo["workloads_by_ip"] = memo
+    return memo  # type: ignore[no-any-return]
+
+
+def ambient_in_use(ctx: TranslateContext) -> bool:
+    """Whether anything can be sidecarless or behind a waypoint: a Namespace or WorkloadEntry
+    labelled ambient, or a waymesh-waypoint Gateway. Checked first so that a mesh without
+    them does not make every sidecar depend on every Pod (kube mode: pods change often)."""
+    memo = ctx.memo.get("ambient_in_use")
+    if memo is None:
+        memo = any(o.labels.get(DATAPLANE_MODE_LABEL) == "ambient" for o in ctx.store.list(CORE, "Namespace")) \
+            or any(workload_labels(o).get(DATAPLANE_MODE_LABEL) == "ambient"
+                   for o in ctx.store.list(ISTIO_NETWORKING, "WorkloadEntry")) \
+            or any(getattr(g.spec, "gatewayClassName", None) == WAYPOINT_CLASS
+                   for g in ctx.store.list(GATEWAY_API, "Gateway"))
+        ctx.memo["ambient_in_use"] = memo
     return memo  # type: ignore[no-any-return]
 
 
@@ -78,6 +99,8 @@ def _as_hbone(cluster: ir.Cluster, plain: tuple[ir.Endpoint, ...], tunnels: tupl
 
 def tunnel_clusters(ctx: TranslateContext, clusters: list[ir.Cluster], *, via_waypoints: bool) -> list[ir.Cluster]:
     """`clusters` with the endpoints that need HBONE turned into tunnel endpoints."""
+    if not ambient_in_use(ctx):
+        return clusters
     by_ip = workloads_by_ip(ctx)
     out: list[ir.Cluster] = []
     for cluster in clusters:
@@ -94,6 +117,13 @@ def tunnel_clusters(ctx: TranslateContext, clusters: list[ir.Cluster], *, via_wa
         for ep in cluster.endpoints:
             obj = by_ip.get(ep.address)
             if obj is not None and is_sidecarless(ctx, obj):
+                own = waypoint_for_workload(ctx, obj) if via_waypoints else None
+                if own is not None and own.addresses:
+                    # The pod has its own waypoint (waypoint-for workload|all): through it.
+                    tunnels.append(hb.TunnelEndpoint(destination=f"{ep.address}:{ep.port}",
+                                                     address=f"{own.addresses[0]}:{hb.HBONE_PORT}",
+                                                     identity=own.identity, weight=ep.weight, labels=ep.labels))
+                    continue
                 tunnels.append(hb.TunnelEndpoint(destination=f"{ep.address}:{ep.port}",
                                                  address=f"{ep.address}:{hb.HBONE_PORT}",
                                                  identity=workload_identity(ctx, obj), weight=ep.weight,
