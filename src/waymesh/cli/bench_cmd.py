@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-BENCHMARKS = ("propagation", "routechange", "routescale", "attached", "fanout", "traffic", "nodeproxy")
+BENCHMARKS = ("propagation", "routechange", "routescale", "attached", "fanout", "traffic", "nodeproxy", "workload_feed")
 
 # `bench all`: the configuration the targets are stated for. `--quick`: the same with
 # small sizes (a few minutes; figures not comparable with the targets).
@@ -25,6 +25,7 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
     ("routechange", [], ["--switches", "6", "--interval", "0.3"]),
     ("traffic", [], ["--seconds", "2", "--rounds", "2"]),
     ("nodeproxy", [], ["--seconds", "3", "--bulk-seconds", "2"]),
+    ("workload_feed", [], ["--rounds", "5"]),
     ("propagation", ["--routes", "300", "--attached", "1000", "--churn"], ["--routes", "50", "--attached", "200", "--churn"]),
 ]
 
