@@ -85,9 +85,13 @@ class Env:
         self.stop = asyncio.Event()
         self.client: Recorder | None = None
         self.task: asyncio.Task[None] | None = None
+        self.nodes: list = []  # Node messages the server saw on connect
 
     async def start_server(self) -> None:
-        self.server = XdsServer(self.cache)
+        async def on_connect(node) -> None:  # noqa: ANN001
+            self.nodes.append(node)
+
+        self.server = XdsServer(self.cache, on_connect)
         self.port = await self.server.start("127.0.0.1", self.port)
 
     def start_client(self) -> Recorder:
@@ -117,6 +121,8 @@ async def test_full_sync_sets_ready(env: Env) -> None:
     assert env.state.authorization("shop/allow") is not None
     assert [w.uid for w in env.state.local_workloads("h1")] == ["shop/web"]
     assert client.acks == 3 and client.nacks == 0
+    [node] = env.nodes
+    assert node.id == NODE and dict(node.metadata) == META
     # The server saw our node metadata and our ACKs.
     [conn] = env.server.status()
     assert conn.node_id == NODE
@@ -236,3 +242,22 @@ async def test_run_feed_signature(env: Env) -> None:
     await asyncio.wait_for(env.state.ready.wait(), 5)
     stop.set()
     await asyncio.wait_for(task, 2)
+
+
+async def test_nacked_record_is_asked_for_again_after_reconnect(env: Env) -> None:
+    env.cache.set_node(NODE, initial())
+    client = env.start_client()
+    await asyncio.wait_for(env.state.ready.wait(), 5)
+    garbage = Resource.from_any("shop/web", any_pb2.Any(type_url=WORKLOAD_TYPE, value=b"\xff\xff\xff"))
+    env.cache.update_node(NODE, {WORKLOAD_TYPE: {"shop/web": garbage}})
+    await client.wait(lambda: client.nacks == 1)
+    # The client's initial_resource_versions name its last good version, not the rejected one,
+    # so after a reconnect the server sends the record again (and it is rejected again: visible).
+    assert client.versions[WORKLOAD_TYPE]["shop/web"] != garbage.version
+    await env.server.stop(0)
+    await client.wait(lambda: not client.connected.is_set())
+    await env.start_server()
+    await client.wait(lambda: client.nacks == 2, within=10)
+    assert env.state.workload("shop/web").addresses == ["10.1.0.5"]
+    env.cache.update_node(NODE, {WORKLOAD_TYPE: {"shop/web": res(wl("web", "10.1.0.77"))}})
+    await client.wait(lambda: env.state.workload_by_ip("10.1.0.77") is not None)
