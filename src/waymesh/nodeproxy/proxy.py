@@ -276,7 +276,10 @@ class NodeProxy:
         deadline = loop.time() + seconds
         while self.flows > 0 and loop.time() < deadline:  # noqa: ASYNC110 (a counter, polled 20x/s while draining)
             await asyncio.sleep(0.05)
-        log.info("drained: %d connections still open after %.1fs", self.flows, seconds)
+        if self.flows:
+            log.info("drain time (%.1fs) over with %d connections still open: closing them", seconds, self.flows)
+        else:
+            log.info("drained: no connections left")
 
     async def close(self) -> None:
         await self.tasks.cancel()

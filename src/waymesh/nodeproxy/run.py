@@ -169,13 +169,25 @@ async def _main(opts: NodeProxyOptions) -> int:
 
     ready_task = asyncio.create_task(when_ready())
     waiting_task = asyncio.create_task(_report_waiting(proxy))
-    why = await signals.wait()
+    waits = [asyncio.create_task(signals.wait())]
+    if feed is not None:
+        waits.append(feed)
+    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if feed is not None and feed in done:
+        # run_feed reconnects by itself; ending means it cannot go on (bad address, a bug)
+        err = feed.exception() if not feed.cancelled() else None
+        log.error("workload feed from %s ended: %r; shutting down", opts.xds, err)
+        why = "feed ended"
+        exit_code = 1
+    else:
+        why = waits[0].result()
+        exit_code = 0
     log.info("%s: draining for up to %.1fs", why, opts.drain_seconds)
     ready_task.cancel()
     waiting_task.cancel()
     await proxy.drain(opts.drain_seconds)
     stop.set()
-    if feed is not None:
+    if feed is not None and not feed.done():
         feed.cancel()
         with contextlib.suppress(BaseException):
             await feed
@@ -187,7 +199,7 @@ async def _main(opts: NodeProxyOptions) -> int:
         await metrics.close()
     await proxy.close()
     drain.release(run_dir / f"node-proxy.{opts.node}.pid")
-    return 0
+    return exit_code
 
 
 async def _serve_metrics(metrics, opts: NodeProxyOptions) -> None:  # noqa: ANN001
