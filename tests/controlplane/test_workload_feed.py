@@ -254,3 +254,43 @@ def test_incremental_updates_equal_a_full_build() -> None:
         assert {str(p) for p in feed.problems()} == {str(p) for p in fresh.problems()}, f"step {step}: {kind}{i}"
         sent = {t: rs for t, rs in feed.cache.snapshot("node-proxy~1").items() if rs}
         assert sent == {t: rs for t, rs in feed.resources.items() if rs}
+
+
+async def test_node_proxy_client_follows_the_feed(tmp_path: Path) -> None:
+    """The node proxy's own delta ADS client (nodeproxy/xds_client.py) against the control plane."""
+    from waymesh.nodeproxy.state import WorkloadState
+    from waymesh.nodeproxy.xds_client import run_feed
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mesh.yaml").write_text(MESH)
+    (config / "db.yaml").write_text(workload("db-0", "db", "10.1.0.4"))
+    (config / "policies.yaml").write_text(POLICIES)
+    options = ControlPlaneOptions(config_dir=config, xds_host="127.0.0.1", xds_port=free_port(), debug_port=free_port())
+    cp = ControlPlane(options)
+    await cp.start()
+    state = WorkloadState()
+    changed: list[set[str]] = []
+    state.subscribe(changed.append)
+    stop = asyncio.Event()
+    feed = asyncio.create_task(run_feed(f"127.0.0.1:{options.xds_port}", NODE_ID, META, state, stop=stop))
+    try:
+        async with asyncio.timeout(10):
+            await state.ready.wait()
+        db = state.workload_by_ip("10.1.0.4")
+        assert db is not None and [p.name for p in state.policies(db)] == ["db-allow", "deny-ops"]
+        vip = state.service_by_vip("10.96.0.11")
+        assert vip is not None and [w.uid for w in state.endpoints(vip)] == ["shop/db-0"]
+        changed.clear()
+        (config / "db.yaml").write_text(workload("db-0", "db", "10.1.0.4", ", version: v9"))
+        async with asyncio.timeout(10):
+            while not changed:  # noqa: ASYNC110 - the client applies records from its own task
+                await asyncio.sleep(0.02)
+        assert changed == [{"shop/db-0"}]
+        db = state.workload("shop/db-0")
+        assert db is not None and db.canonical_revision == "v9"
+    finally:
+        stop.set()
+        feed.cancel()
+        await asyncio.gather(feed, return_exceptions=True)
+        await cp.stop()
