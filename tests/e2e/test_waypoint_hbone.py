@@ -134,6 +134,10 @@ def test_unknown_authority_is_refused(lab: tuple[Identities, HboneServers, Envoy
     r = hbone_get(client, WAYPOINT, "10.96.31.99:9080", "/")
     # No chain of main_internal matches: the inner connection is closed, the CONNECT fails.
     assert r.connect_status == 503 and r.status is None, r
+    # Not an ip:port (no original destination can be set): the catch-all chain, closed too.
+    for authority in ("reviews.shop.svc.cluster.local:9080", "127.0.0.1:15000"):
+        r = hbone_get(client, WAYPOINT, authority, "/")
+        assert r.status is None, (authority, r)
 
 
 def test_plaintext_and_unknown_ca_clients_are_refused(lab: tuple[Identities, HboneServers, Envoy]) -> None:

@@ -78,10 +78,6 @@ def bootstrap_extensions() -> list[extension_pb2.TypedExtensionConfig]:
                                           typed_config=typed(internal_listener_pb2.InternalListener()))]
 
 
-def is_hbone(obj: object) -> bool:
-    return type(obj).__module__ == hb.__name__
-
-
 def _plain(obj: ir.Listener | ir.Cluster, base: type, **changes: object) -> ir.Listener | ir.Cluster:
     """The plain ir object behind a subclass, to reuse the ordinary builders."""
     values = {f.name: getattr(obj, f.name) for f in fields(base)}  # type: ignore[arg-type]
