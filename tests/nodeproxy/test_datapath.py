@@ -69,6 +69,10 @@ def pods() -> Iterator[None]:
         _cleanup()
 
 
+def _listening(ns: str, port: int) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, "ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+
+
 def _cleanup_addr() -> None:
     subprocess.run(["ip", "-n", NS_B, "addr", "del", "10.251.7.9/24", "dev", f"{PREFIX}y"], capture_output=True)
 
@@ -291,8 +295,7 @@ def test_sockets_in_pod_netns_carry_the_mark(pods: None) -> None:
     s = n.listener(NS_A, 15999)
     try:
         assert s.getsockopt(socket.SOL_SOCKET, 36) == MARK
-        ss = subprocess.run(["ip", "netns", "exec", NS_A, "ss", "-ltnH", "sport = :15999"], capture_output=True, text=True).stdout
-        assert "15999" in ss
+        assert "15999" in _listening(NS_A, 15999)
     finally:
         s.close()
 
@@ -339,3 +342,29 @@ async def test_sidecar_workload_gets_istio_mtls(pods: None, tmp_path: Path) -> N
             assert seen == [(ID_A, "istio")]
         finally:
             srv.close()
+
+
+async def test_pod_appearing_later_gets_listeners_and_leaving_loses_them(pods: None, tmp_path: Path) -> None:
+    from waymesh.nodeproxy.state import WORKLOAD_TYPE
+
+    recs = records()
+    async with node_proxy(tmp_path, [r for r in recs if r.get("name") != "b"]) as proxy, echo_app(NS_B, IP_B, 9000):
+        assert set(proxy.pods) == {"demo/a"}
+        b = next(r for r in recs if r.get("name") == "b")
+        from google.protobuf import json_format
+
+        from waymesh.nodeproxy.api.workload_pb2 import Workload
+
+        w = json_format.ParseDict({k: v for k, v in b.items() if k != "type"}, Workload())
+        w.uid = "demo/b"
+        proxy.state.apply(WORKLOAD_TYPE, "demo/b", w)
+        for _ in range(100):
+            if "demo/b" in proxy.pods:
+                break
+            await asyncio.sleep(0.05)
+        assert "demo/b" in proxy.pods
+        assert await roundtrip(NS_A, IP_B, 9000, b"late") == b"echo:late"
+        proxy.state.apply(WORKLOAD_TYPE, "demo/b", None)
+        await asyncio.sleep(0.2)
+        assert "demo/b" not in proxy.pods
+        assert "15008" not in _listening(NS_B, 15008)
