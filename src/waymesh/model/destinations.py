@@ -385,7 +385,7 @@ def _upstream_tls(ctx: TranslateContext, svc: Service, cluster: ir.Cluster, part
     if mode == "DISABLE":
         return None
     if mode == "ISTIO_MUTUAL":
-        if ctx.proxy_kind != "sidecar":  # a sidecar's generator adds the mesh mTLS itself
+        if ctx.proxy_kind not in ("sidecar", "waypoint"):  # their generators add the mesh mTLS themselves
             _unsupported(ctx, part, "mode", "tls mode ISTIO_MUTUAL at this proxy")
         return None
     if tls.caCrl:
