@@ -53,6 +53,8 @@ def _start_waypoint(mesh: Mesh) -> None:
 
 
 def test_waypoint_over_xds_with_agent_identity(mesh: Mesh) -> None:
+    import subprocess
+
     mesh.write("shop.yaml", fx.CONFIG)
     mesh.start_control_plane("accessLogFile: /dev/stdout\n")
     _start_waypoint(mesh)
@@ -75,5 +77,12 @@ def test_waypoint_over_xds_with_agent_identity(mesh: Mesh) -> None:
         assert r.server_identity == fx.WAYPOINT_ID  # the agent's SDS certificate
         assert r.json()["server"] == "reviews-v2" and r.json()["peer"] == fx.WAYPOINT_ID
         assert hbone_get(client, WAYPOINT, f"{fx.REVIEWS_VIP}:9080", "/admin").status == 403
+        # proxy-config shows the tunnel plumbing (internal listeners and endpoints).
+        out = subprocess.run([PYTHON, "-m", "waymesh", "proxy-config", "all", "shop/waypoint-0", "--debug-address",
+                              f"127.0.0.1:{mesh.debug_port}"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        for text in ("connect_terminate", "main_internal", f"internal:connect_originate|cluster.local/ns/shop/sa/reviews/"
+                     f"{fx.REVIEWS_V1}:{fx.APP_PORT}"):
+            assert text in out.stdout, (text, out.stdout)
     finally:
         servers.close()

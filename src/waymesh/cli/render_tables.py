@@ -31,6 +31,11 @@ def _dump_section(dump: dict[str, Any], type_name: str) -> dict[str, Any]:
 
 
 def _address(address: dict[str, Any]) -> str:
+    internal = address.get("envoy_internal_address")
+    if internal is not None:  # an HBONE tunnel endpoint (waypoints, sidecars to sidecarless pods)
+        return f"internal:{internal.get('server_listener_name', '')}/{internal.get('endpoint_id', '')}"
+    if not address:
+        return "internal"  # an internal listener has no address
     socket = address.get("socket_address", {})
     return f"{socket.get('address', '?')}:{socket.get('port_value', '')}"
 
