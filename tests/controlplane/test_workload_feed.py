@@ -200,7 +200,9 @@ def _churn_source(rng: random.Random, kind: str, i: int) -> str:
         return (f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: se{i}, namespace: {ns}, "
                 f"labels: {labels}}}\nspec:\n  hosts: [se{i % 2}.example.internal]\n  addresses: [240.0.0.{i}]\n"
                 f"  resolution: STATIC\n  location: MESH_INTERNAL\n  ports: [{{number: 7000, name: tcp, protocol: TCP}}]\n"
-                f"  workloadSelector: {{labels: {{app: {rng.choice('xyz')}}}}}\n")
+                + (f"  workloadSelector: {{labels: {{app: {rng.choice('xyz')}}}}}\n" if rng.random() < 0.6 else
+                   f"  endpoints: [{{address: 10.7.{i}.{rng.randint(1, 2)}}}, {{address: vm.example.internal}}, "
+                   f"{{address: 10.7.{i}.9, labels: {{security.istio.io/tlsMode: istio}}, serviceAccount: vm}}]\n"))
     if kind == "pod":
         labels = {"app": rng.choice(["x", "y", "z"])}
         if rng.random() < 0.2:

@@ -49,6 +49,7 @@ class WorkloadFeed:
         self._service_names: dict[ConfigKey, set[str]] = {}  # Service/ServiceEntry -> record names
         self._problems: dict[tuple[str, str], list[ConfigError]] = {}
         self._policy_refs: dict[str, int] = {}  # Authorization name -> workloads naming it
+        self._inline: dict[ConfigKey, set[str]] = {}  # ServiceEntry -> uids of its inline endpoints
         self._selectors: Any = None  # generate.workloads' selector index, until a Service changes
         self._touched: dict[str, set[str]] = {t: set() for t in gen.TYPE_URLS}
         self._built = False
@@ -108,12 +109,14 @@ class WorkloadFeed:
         ctx = self.index.context()
         self._workloads, self._workload_key, self._labels = {}, {}, {}
         self._services, self._service_names, self._problems = {}, {}, {}
-        self._policy_refs = {}
+        self._policy_refs, self._inline = {}, {}
         new: dict[str, dict[str, Resource]] = {t: {} for t in gen.TYPE_URLS}
         for obj in gen.workload_objects(ctx):
             self._set_workload(ctx, obj.key, new[gen.WORKLOAD_TYPE])
         for key in sorted({s.source for s in ctx.registry.services()}):
-            self._set_services(ctx, key, new[gen.SERVICE_TYPE])
+            self._set_services(ctx, key, new)
+        for se in ctx.store.list(ISTIO_NETWORKING, "ServiceEntry"):
+            self._set_inline(ctx, se.key, new[gen.WORKLOAD_TYPE])
         for name in sorted(self._policy_refs):
             self._set_policy(ctx, name, new[gen.AUTHORIZATION_TYPE])
         self._selectors = ctx.memo.get("feed_selectors")
@@ -143,7 +146,7 @@ class WorkloadFeed:
         workloads, sources, policies = self._affected(ctx, keys)
         current = {t: dict(r) for t, r in self.resources.items()}  # copy-on-write, like the cache
         for key in sorted(sources):
-            self._set_services(ctx, key, current[gen.SERVICE_TYPE])
+            self._set_services(ctx, key, current)
         for key in sorted(workloads):
             self._set_workload(ctx, key, current[gen.WORKLOAD_TYPE])
         referenced = set(self._policy_refs)
@@ -341,7 +344,10 @@ class WorkloadFeed:
             else:
                 self._policy_refs.pop(p, None)
 
-    def _set_services(self, ctx: TranslateContext, key: ConfigKey, out: dict[str, Resource]) -> None:
+    def _set_services(self, ctx: TranslateContext, key: ConfigKey, current: dict[str, dict[str, Resource]]) -> None:
+        if key.kind == "ServiceEntry":
+            self._set_inline(ctx, key, current[gen.WORKLOAD_TYPE])
+        out = current[gen.SERVICE_TYPE]
         names: set[str] = set()
         for svc in ctx.registry.services_from(key):
             if ctx.registry.service(svc.hostname) is not svc:
@@ -365,6 +371,20 @@ class WorkloadFeed:
             self._service_names[key] = names
         else:
             self._service_names.pop(key, None)
+
+    def _set_inline(self, ctx: TranslateContext, key: ConfigKey, out: dict[str, Resource]) -> None:
+        """A ServiceEntry's inline endpoints (their uids never clash with a WorkloadEntry's or Pod's)."""
+        obj = ctx.store.get(key)
+        records = gen.inline_workloads(ctx, obj) if obj is not None else {}
+        for u, rec in records.items():
+            self._put(gen.WORKLOAD_TYPE, out, u, rec)
+        for gone in self._inline.get(key, set()) - set(records):
+            out.pop(gone, None)
+            self._touched[gen.WORKLOAD_TYPE].add(gone)
+        if records:
+            self._inline[key] = set(records)
+        else:
+            self._inline.pop(key, None)
 
     def _set_policy(self, ctx: TranslateContext, name: str, out: dict[str, Resource]) -> None:
         ns, _, pname = name.partition("/")

@@ -246,6 +246,46 @@ def workload_record(ctx: TranslateContext, obj: ConfigObject) -> pb.Workload:
     return rec
 
 
+# --- ServiceEntry inline endpoints -------------------------------------------------------------------
+
+
+def _inline_endpoints(se: ConfigObject) -> list[tuple[str, Any]]:
+    """(uid, endpoint) for a ServiceEntry's inline endpoints with an IP address (hostnames are
+    resolved by DNS, not workloads); uid `<namespace>/<serviceentry>/<address>`."""
+    if se.kind != "ServiceEntry":
+        return []
+    out: dict[str, Any] = {}
+    for ep in se.spec.endpoints:  # type: ignore[attr-defined]
+        try:
+            ipaddress.ip_address(ep.address or "")
+        except ValueError:
+            continue
+        out.setdefault(f"{se.namespace}/{se.name}/{ep.address}", ep)
+    return list(out.items())
+
+
+def inline_uids(se: ConfigObject) -> list[str]:
+    return [u for u, _ in _inline_endpoints(se)]
+
+
+def inline_workloads(ctx: TranslateContext, se: ConfigObject) -> dict[str, pb.Workload]:
+    """A ServiceEntry's inline endpoints as workloads (VMs and external hosts: never sidecarless;
+    `security.istio.io/tlsMode: istio` marks one with a sidecar)."""
+    services = [service_name(s) for s in ctx.registry.services_from(se.key) if ctx.registry.service(s.hostname) is s]
+    out = {}
+    for u, ep in _inline_endpoints(se):
+        labels = dict(ep.labels)
+        out[u] = pb.Workload(
+            uid=u, name=se.name, namespace=se.namespace, addresses=[ep.address],
+            service_account=ep.serviceAccount or "default", trust_domain=trust_domain(ctx),
+            tunnel_protocol=pb.SIDECAR_MTLS if labels.get(TLS_MODE_LABEL) == "istio" else pb.NONE,
+            canonical_name=labels.get("service.istio.io/canonical-name") or labels.get("app") or se.name,
+            canonical_revision=labels.get("service.istio.io/canonical-revision") or labels.get("version") or "latest",
+            workload_name=se.name, services=services,
+        )
+    return out
+
+
 # --- Service ----------------------------------------------------------------------------------------
 
 
@@ -277,7 +317,7 @@ def service_record(ctx: TranslateContext, svc: registry.Service) -> pb.Service:
                      and (w.kind != "Pod" or w.spec.ready)]  # type: ignore[attr-defined]
     rec = pb.Service(name=obj.name if obj is not None else svc.hostname, namespace=svc.namespace,
                      hostname=svc.hostname, addresses=list(svc.addresses),
-                     endpoints=[uid(w) for w in endpoints])
+                     endpoints=[*(inline_uids(obj) if obj is not None else ()), *(uid(w) for w in endpoints)])
     for sp in svc.ports:
         rec.ports.add(service_port=sp.number, target_port=_target_port(ctx, svc, sp, endpoints),
                       app_protocol=sp.protocol.lower())
@@ -494,6 +534,8 @@ def build_records(ctx: TranslateContext) -> Records:
         records.workloads[uid(obj)] = workload_record(ctx, obj)
     for svc in sorted(ctx.registry.services(), key=lambda s: (s.namespace, s.hostname)):
         records.services[service_name(svc)] = service_record(ctx, svc)
+    for se in ctx.store.list(ISTIO_NETWORKING, "ServiceEntry"):
+        records.workloads.update(inline_workloads(ctx, se))
     for name in sorted(referenced_policies(records.workloads.values())):
         ns, _, pname = name.partition("/")
         obj = ctx.store.get(policy_key(ns, pname))
