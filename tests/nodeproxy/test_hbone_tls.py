@@ -188,3 +188,21 @@ def _files(d: Path, chain: str, key: str) -> tuple[str, str]:
     (d / "c.pem").write_text(chain)
     (d / "k.pem").write_text(key)
     return str(d / "c.pem"), str(d / "k.pem")
+
+
+async def test_idle_pooled_connection_is_closed(identities: Identities) -> None:
+    ctx_b = identities.contexts(ID_B)
+    assert ctx_b is not None
+    server, port = await _server(ctx_b.server)
+    pool = Pool(Netns(0), idle_timeout=0.2)
+    try:
+        assert await _tunnel(pool, identities, port, b"once") == b"once"
+        assert pool.connections() == 1
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if pool.connections() == 0:
+                break
+        assert pool.connections() == 0
+    finally:
+        pool.close()
+        server.close()

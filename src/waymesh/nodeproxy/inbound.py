@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from waymesh.nodeproxy.proxy import LocalPod, NodeProxy
 
 log = logging.getLogger("waymesh.nodeproxy.inbound")
+CONNECT_TIMEOUT = 10.0  # to the local app
 
 
 def _split(authority: str) -> tuple[str, int] | None:
@@ -79,9 +80,10 @@ class HboneServer(H2Protocol):
         sid = end.sid
         sock = self.proxy.netns.socket(self.pod.netns)
         try:
-            await loop.sock_connect(sock, (ip, port))
-            await loop.create_connection(lambda: end, sock=sock)
-        except OSError as e:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.sock_connect(sock, (ip, port))
+                await loop.create_connection(lambda: end, sock=sock)
+        except (OSError, TimeoutError) as e:
             sock.close()
             end.flow.fail("connect_failed", f"{ip}:{port}: {e}")
             if sid in self.h2.streams:
@@ -138,9 +140,10 @@ class PlainInbound(asyncio.Protocol):
         sock = self.proxy.netns.socket(self.pod.netns)
         up = Pipe(flow, plain_side=False)
         try:
-            await loop.sock_connect(sock, (ip, port))
-            ut, _ = await loop.create_connection(lambda: up, sock=sock)
-        except OSError as e:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.sock_connect(sock, (ip, port))
+                ut, _ = await loop.create_connection(lambda: up, sock=sock)
+        except (OSError, TimeoutError) as e:
             sock.close()
             flow.fail("connect_failed", f"{ip}:{port}: {e}")
             t.abort()

@@ -158,7 +158,8 @@ class OutboundAccept(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         sock = self.proxy.netns.socket(self.pod.netns)
         try:
-            await loop.sock_connect(sock, (r.ip, r.port))
+            async with asyncio.timeout(10):
+                await loop.sock_connect(sock, (r.ip, r.port))
             up = Pipe(flow, plain_side=False)
             if r.kind == "mtls":
                 ctx = self.proxy.contexts_for(self.pod)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from waymesh.nodeproxy import hbone
 from waymesh.nodeproxy.netns import Netns
@@ -34,6 +35,7 @@ class HboneClient(H2Protocol):
         super().__init__(client=True)
         self.waiting: dict[int, StreamEnd] = {}
         self.peer: str | None = None
+        self.last_used = time.monotonic()
 
     @property
     def usable(self) -> bool:
@@ -46,6 +48,7 @@ class HboneClient(H2Protocol):
     def open_stream(self, authority: str, end: StreamEnd) -> asyncio.Future[int]:
         """Send CONNECT; the future resolves with the status (200: `end` is live)."""
         sid = self.h2.connect(authority)
+        self.last_used = time.monotonic()
         end.bind(self, sid)
         self.waiting[sid] = end
         end.response = asyncio.get_running_loop().create_future()
@@ -76,10 +79,12 @@ class HboneClient(H2Protocol):
 
 
 class Pool:
-    def __init__(self, netns: Netns, max_streams: int = 100, connect_timeout: float = 10.0) -> None:
+    def __init__(self, netns: Netns, max_streams: int = 100, connect_timeout: float = 10.0, idle_timeout: float = 60.0) -> None:
         self.netns = netns
         self.max_streams = max_streams
         self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self._sweeper: asyncio.TimerHandle | None = None
         self._conns: dict[PoolKey, list[HboneClient]] = {}
         self._connecting: dict[PoolKey, asyncio.Future[HboneClient]] = {}
         self.created = 0
@@ -110,6 +115,8 @@ class Pool:
         finally:
             self._connecting.pop(key, None)
         self._conns.setdefault(key, []).append(conn)
+        if self._sweeper is None and self.idle_timeout > 0:
+            self._sweeper = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._sweep)
         conn.on_lost = lambda c, key=key: self._drop(key, c)  # type: ignore[misc]
         fut.set_result(conn)
         return conn
@@ -139,10 +146,24 @@ class Pool:
             if not conns:
                 del self._conns[key]
 
+    def _sweep(self) -> None:
+        """Close connections without streams for idle_timeout (GOAWAY, then close)."""
+        cutoff = time.monotonic() - self.idle_timeout
+        for conns in list(self._conns.values()):
+            for c in list(conns):
+                if not c.h2.streams and not c.waiting and c.last_used < cutoff:
+                    c.close()
+        self._sweeper = None
+        if self._conns and self.idle_timeout > 0:
+            self._sweeper = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._sweep)
+
     def connections(self) -> int:
         return sum(len(v) for v in self._conns.values())
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conns in list(self._conns.values()):
             for c in conns:
                 c.close()
