@@ -87,9 +87,11 @@ class ResponseReceived(Event):
 
 
 class DataReceived(Event):
+    """Payload bytes; may be a memoryview over the bytes given to `receive` (read-only)."""
+
     __slots__ = ("stream_id", "data")
 
-    def __init__(self, stream_id: int, data: bytes) -> None:
+    def __init__(self, stream_id: int, data: bytes | memoryview) -> None:
         self.stream_id, self.data = stream_id, data
 
 
@@ -193,6 +195,9 @@ class Connection:
         self.peer_max_concurrent = 2**31 - 1
         self.send_conn_window = DEFAULT_WINDOW
         self.recv_conn_unacked = 0
+        self._data_left = 0  # payload bytes still to come of the DATA frame being streamed
+        self._data_st: _Stream | None = None
+        self._data_flags = 0
         self._headers_sid = 0  # stream of an unfinished header block (CONTINUATION expected)
         self._headers_flags = 0
         self._header_block = bytearray()
@@ -317,53 +322,108 @@ class Connection:
     # --- input ----------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Event]:
-        """Feed bytes read from the transport; returns what happened."""
+        """Feed bytes read from the transport; returns what happened.
+
+        DATA payloads are handed out as they arrive, also from a frame not complete yet, and
+        without a copy (memoryview slices of `data`) when nothing was buffered before: a TLS
+        read becomes one write downstream."""
         events: list[Event] = []
-        buf = self._buf
-        buf += data
         try:
-            pos = 0
-            if self._preface_needed:
-                if len(buf) < len(PREFACE):
-                    if not PREFACE.startswith(bytes(buf)):
-                        raise ProtocolError(PROTOCOL_ERROR, "invalid connection preface")
+            if self._data_left:
+                data = self._continue_data(data, events)  # type: ignore[assignment]
+                if not len(data):
                     return events
-                if buf[: len(PREFACE)] != PREFACE:
-                    raise ProtocolError(PROTOCOL_ERROR, "invalid connection preface")
-                pos = len(PREFACE)
-                self._preface_needed = False
-            end = len(buf)
-            mv = memoryview(buf)
-            try:
-                while end - pos >= 9:
-                    hi, lo, ftype, flags, sid = _HDR.unpack_from(buf, pos)
-                    length = (hi << 8) | lo
-                    if length > self.local_max_frame:
-                        raise ProtocolError(FRAME_SIZE_ERROR, f"frame of {length} bytes > {self.local_max_frame}")
-                    if end - pos - 9 < length:
-                        break
-                    start = pos + 9
-                    pos = start + length
-                    sid &= 0x7FFFFFFF
-                    if self._headers_sid and ftype != CONTINUATION:
-                        raise ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
-                    if ftype == DATA:
-                        self._on_data(sid, flags, mv[start:pos], length, events)
-                    else:
-                        self._on_frame(ftype, flags, sid, bytes(mv[start:pos]), events)
-            finally:
-                mv.release()
-            if pos:
-                del buf[:pos]
+            if self._buf or self._preface_needed:
+                self._buf += data
+                pos = self._parse(self._buf, True, events)
+                if pos:
+                    del self._buf[:pos]
+            else:
+                pos = self._parse(data, False, events)
+                if pos < len(data):
+                    self._buf += data[pos:]
         except ProtocolError as e:
-            buf.clear()
+            self._buf.clear()
+            self._data_left = 0
             if not self.closed:
                 self.goaway(e.code, str(e))
             self.closed = True
             events.append(ConnectionTerminated(e.code, self._highest_remote, True, str(e)))
         return events
 
-    def _on_data(self, sid: int, flags: int, payload: memoryview, length: int, events: list[Event]) -> None:
+    def _parse(self, src: bytes | bytearray | memoryview, copy: bool, events: list[Event]) -> int:
+        """Parse frames from src; returns how much was consumed. `copy`: src is our buffer
+        (mutated later), so payloads handed out must be copies."""
+        pos = 0
+        end = len(src)
+        if self._preface_needed:
+            n = len(PREFACE)
+            if end < n:
+                if not PREFACE.startswith(bytes(src)):
+                    raise ProtocolError(PROTOCOL_ERROR, "invalid connection preface")
+                return 0
+            if bytes(src[:n]) != PREFACE:
+                raise ProtocolError(PROTOCOL_ERROR, "invalid connection preface")
+            pos = n
+            self._preface_needed = False
+        mv = memoryview(src)
+        try:
+            while end - pos >= 9:
+                hi, lo, ftype, flags, sid = _HDR.unpack_from(src, pos)
+                length = (hi << 8) | lo
+                if length > self.local_max_frame:
+                    raise ProtocolError(FRAME_SIZE_ERROR, f"frame of {length} bytes > {self.local_max_frame}")
+                sid &= 0x7FFFFFFF
+                if self._headers_sid and ftype != CONTINUATION:
+                    raise ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
+                start = pos + 9
+                if ftype == DATA and not flags & PADDED:
+                    # streamed: hand out what is here, the rest of the frame as it comes
+                    st = self._data_begin(sid, length, events)
+                    take = min(end - start, length)
+                    if st is not None and take:
+                        chunk = mv[start : start + take]
+                        events.append(DataReceived(sid, bytes(chunk) if copy else chunk))  # type: ignore[arg-type]
+                    pos = start + take
+                    if take < length:
+                        self._data_left, self._data_st, self._data_flags = length - take, st, flags
+                        return pos
+                    self._data_end(st, flags, events)
+                    continue
+                if end - start < length:
+                    break
+                pos = start + length
+                if ftype == DATA:  # padded: whole frame
+                    st = self._data_begin(sid, length, events)
+                    if st is not None:
+                        payload = mv[start:pos]
+                        if not length or payload[0] >= length:
+                            raise ProtocolError(PROTOCOL_ERROR, "bad DATA padding")
+                        body = payload[1 : length - payload[0]]
+                        if body:
+                            events.append(DataReceived(sid, bytes(body)))
+                    self._data_end(st, flags, events)
+                else:
+                    self._on_frame(ftype, flags, sid, bytes(mv[start:pos]), events)
+        finally:
+            if copy:
+                mv.release()
+        return pos
+
+    def _continue_data(self, data: bytes, events: list[Event]) -> memoryview:
+        mv = memoryview(data)
+        take = min(self._data_left, len(mv))
+        st = self._data_st
+        if st is not None and take and self.streams.get(st.sid) is st:
+            events.append(DataReceived(st.sid, mv[:take]))  # type: ignore[arg-type]
+        self._data_left -= take
+        if not self._data_left:
+            self._data_end(st, self._data_flags, events)
+            self._data_st = None
+        return mv[take:]
+
+    def _data_begin(self, sid: int, length: int, events: list[Event]) -> _Stream | None:
+        """Flow-control accounting for a DATA frame; the stream to deliver to, or None."""
         if sid == 0:
             raise ProtocolError(PROTOCOL_ERROR, "DATA on stream 0")
         self.recv_conn_unacked += length
@@ -374,20 +434,16 @@ class Connection:
         if st is None or st.remote_closed:
             self._check_known(sid)
             self._out.append(_frame(RST_STREAM, 0, sid, _U32.pack(STREAM_CLOSED)))
-            return
-        if flags & PADDED:
-            if not length:
-                raise ProtocolError(PROTOCOL_ERROR, "DATA padding without length")
-            pad = payload[0]
-            if pad >= length:
-                raise ProtocolError(PROTOCOL_ERROR, "DATA padding too long")
-            payload = payload[1 : length - pad]
+            return None
         st.recv_unacked += length
         if st.recv_unacked > self.local_stream_window:
             self._stream_error(st, FLOW_CONTROL_ERROR, events)
+            return None
+        return st
+
+    def _data_end(self, st: _Stream | None, flags: int, events: list[Event]) -> None:
+        if st is None or self.streams.get(st.sid) is not st:
             return
-        if payload:
-            events.append(DataReceived(sid, bytes(payload)))
         if flags & END_STREAM:
             self._remote_end(st, events)
         elif not st.held and st.recv_unacked >= self.local_stream_window // 2:

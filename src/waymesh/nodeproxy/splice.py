@@ -274,9 +274,13 @@ class H2Protocol(asyncio.Protocol):
             self.flush()
             if self.transport is not None:
                 self.transport.close()
-        else:  # streams above last_stream_id were never processed
-            for sid in [s for s in self.ends if s > ev.last_stream_id]:
-                self.ends.pop(sid).stream_reset(hbone.REFUSED_STREAM)
+        else:
+            # last_stream_id counts streams *we* opened: a client's streams above it were never
+            # processed (retry elsewhere); a server's clients opened all of its streams, which
+            # just finish
+            if self.h2.client:
+                for sid in [s for s in self.ends if s > ev.last_stream_id]:
+                    self.ends.pop(sid).stream_reset(hbone.REFUSED_STREAM)
             if not self.ends and self.transport is not None:
                 self.transport.close()
 
