@@ -248,3 +248,39 @@ def test_goaway_from_peer_is_reported() -> None:
 
 def _settings_frame() -> bytes:
     return b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def test_data_is_handed_out_as_it_arrives_even_mid_frame() -> None:
+    """A 100 KB DATA frame fed in 7-byte pieces (frame headers split too): payload comes out
+    piece by piece, in order, and END_STREAM only after the last byte."""
+    p = Pair(ours_client=False)
+    sid = p.peer.get_next_available_stream_id()
+    p.peer.send_headers(sid, [(":method", "CONNECT"), (":authority", "1.2.3.4:5")])
+    p.pump()
+    p.ours.respond(sid, 200)
+    p.pump()
+    blob = os.urandom(100_000)
+    p.peer.send_data(sid, blob, end_stream=True)
+    wire = p.peer.data_to_send()
+    events: list[hbone.Event] = []
+    for i in range(0, len(wire), 7):
+        events.extend(p.ours.receive(wire[i : i + 7]))
+    chunks = [e for e in events if isinstance(e, hbone.DataReceived)]
+    assert len(chunks) > 1000 and b"".join(bytes(c.data) for c in chunks) == blob
+    assert isinstance(events[-1], hbone.StreamEnded)
+
+
+def test_server_keeps_its_streams_when_the_client_sends_goaway() -> None:
+    p = Pair(ours_client=False)
+    sid = p.peer.get_next_available_stream_id()
+    p.peer.send_headers(sid, [(":method", "CONNECT"), (":authority", "1.2.3.4:5")])
+    p.pump()
+    p.ours.respond(sid, 200)
+    p.pump()
+    # GOAWAY last_stream_id=0 (the server opened no streams); h2 cannot go on after sending one,
+    # so the frame is fed by hand
+    events = p.ours.receive(b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + bytes(8))
+    assert [type(e) for e in events] == [hbone.ConnectionTerminated]
+    assert sid in p.ours.streams
+    p.ours.send_data(sid, b"still here", end_stream=True)
+    assert b"still here" in p.ours.data_to_send()
