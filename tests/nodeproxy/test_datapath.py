@@ -368,3 +368,23 @@ async def test_pod_appearing_later_gets_listeners_and_leaving_loses_them(pods: N
         await asyncio.sleep(0.2)
         assert "demo/b" not in proxy.pods
         assert "15008" not in _listening(NS_B, 15008)
+
+
+async def test_abandoned_connections_leave_nothing_open(pods: None, tmp_path: Path) -> None:
+    """Clients that connect and leave at once (FIN or RST), before or after the tunnel opened."""
+    async with node_proxy(tmp_path, records()) as proxy, echo_app(NS_B, IP_B, 9000):
+        for i in range(30):
+            sock = app_netns.socket(NS_A)
+            await asyncio.get_running_loop().sock_connect(sock, (IP_B, 9000))
+            if i % 2:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            sock.close()
+            if i % 3 == 0:
+                await asyncio.sleep(0.01)
+        for _ in range(100):
+            if proxy.flows == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert proxy.flows == 0
+        assert all(not c.h2.streams for conns in proxy.pool._conns.values() for c in conns)
+        assert await roundtrip(NS_A, IP_B, 9000, b"after") == b"echo:after"

@@ -108,6 +108,7 @@ class PlainInbound(asyncio.Protocol):
         self.pod = pod
         self.early: list[bytes] = []  # uvloop reads right after connection_made
         self.eof = False
+        self.lost = False
 
     def data_received(self, data: bytes) -> None:
         self.early.append(data)
@@ -115,6 +116,9 @@ class PlainInbound(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t: asyncio.Transport = transport  # type: ignore[assignment]
@@ -150,6 +154,11 @@ class PlainInbound(asyncio.Protocol):
             flow.finish()
             return
         ut.pause_reading()  # type: ignore[attr-defined]
+        if self.lost:  # the client left while we connected
+            ut.close()
+            flow.fail("client_gone", "the client closed before the app connection was made")
+            flow.finish()
+            return
         down = Pipe(flow, plain_side=True)
         t.set_protocol(down)
         down.connection_made(t)

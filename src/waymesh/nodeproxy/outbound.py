@@ -92,6 +92,7 @@ class OutboundAccept(asyncio.Protocol):
         # uvloop starts reading right after connection_made even if it paused: keep what comes
         self.early: list[bytes] = []
         self.eof = False
+        self.lost = False
 
     def data_received(self, data: bytes) -> None:
         self.early.append(data)
@@ -99,6 +100,9 @@ class OutboundAccept(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True  # the client left before the route was set up
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t: asyncio.Transport = transport  # type: ignore[assignment]
@@ -135,6 +139,8 @@ class OutboundAccept(asyncio.Protocol):
 
     async def _hbone(self, t: asyncio.Transport, r: Route, flow: Flow) -> None:
         ctx = self.proxy.contexts_for(self.pod)
+        if self.lost:
+            raise ConnectionResetError("the client closed before the tunnel was set up")
         end = StreamEnd(flow)
         t.set_protocol(end)
         end.connection_made(t)
@@ -174,6 +180,9 @@ class OutboundAccept(asyncio.Protocol):
             sock.close()
             raise
         ut.pause_reading()  # type: ignore[attr-defined]
+        if self.lost:
+            ut.close()
+            raise ConnectionResetError("the client closed before the upstream connection was made")
         down = Pipe(flow, plain_side=True)
         t.set_protocol(down)
         down.connection_made(t)
