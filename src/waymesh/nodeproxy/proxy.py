@@ -142,35 +142,43 @@ class NodeProxy:
             log.info("%s (%d local pods: %s)", READY_LINE, len(self.pods), ", ".join(sorted(p.name for p in self.pods.values())) or "none")
 
     async def _add(self, w: Workload) -> None:
+        """Listeners for a new local pod, once its netns and certificate are there; errors
+        (netns not created yet, port taken) are retried every 2 s while the pod exists."""
+        last_error = ""
         try:
             while not self.draining:
+                w = self.state.workload(w.uid) or w
+                if self.state.workload(w.uid) is None:
+                    return
                 place = self.locate(w)
                 if place is None:
                     self._waiting_for[w.uid] = "no netns known for its address"
                     await asyncio.sleep(1.0)
-                    w = self.state.workload(w.uid) or w
-                    if self.state.workload(w.uid) is None:
-                        return
                     continue
                 identity = spiffe(w.trust_domain or self.trust_domain, w.namespace, w.service_account)
-                if self.identities.contexts(identity) is None:
-                    if place.token_file is None:
-                        raise RuntimeError(f"{w.uid}: no certificate for {identity} and no bootstrap token")
-                    await self.identities.ensure(w.namespace, w.service_account, place.token_file, place.root_file)
-                    self._waiting_for[w.uid] = f"waiting for the certificate of {identity}"
-                    await self.identities.wait(identity)
-                if self.state.workload(w.uid) is None or self.draining:
-                    return
-                w = self.state.workload(w.uid) or w
-                pod = LocalPod(place.name, w.uid, place.netns, w, identity)
-                await self._listen(pod)
+                try:
+                    if self.identities.contexts(identity) is None:
+                        if place.token_file is None:
+                            raise RuntimeError(f"no certificate for {identity} and no bootstrap token")
+                        await self.identities.ensure(w.namespace, w.service_account, place.token_file, place.root_file)
+                        self._waiting_for[w.uid] = f"waiting for the certificate of {identity}"
+                        await self.identities.wait(identity)
+                    if self.state.workload(w.uid) is None or self.draining:
+                        return
+                    w = self.state.workload(w.uid) or w
+                    pod = LocalPod(place.name, w.uid, place.netns, w, identity)
+                    await self._listen(pod)
+                except (OSError, RuntimeError) as e:
+                    if str(e) != last_error:
+                        log.error("pod %s: cannot serve it yet: %s (retrying)", w.uid, e)
+                        last_error = str(e)
+                    self._waiting_for[w.uid] = str(e)
+                    await asyncio.sleep(2.0)
+                    continue
                 self.pods[w.uid] = pod
                 self._waiting_for.pop(w.uid, None)
                 log.info("pod %s (%s, netns %s, %s): listening on %d/%d/%d", pod.name, w.uid, pod.netns, identity, OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT)
                 return
-        except Exception as e:
-            log.error("pod %s: cannot serve it: %s", w.uid, e)
-            self._waiting_for[w.uid] = str(e)
         finally:
             self._starting.discard(w.uid)
             self._check_ready()
