@@ -244,6 +244,7 @@ def test_node_proxy_restart_under_load_fails_no_new_connection(bank: Lab) -> Non
         for t in threads:
             t.join(15)
     failed = results.count(False)
+    print(f"restart under load: {len(results)} new connections, {failed} failed")
     assert before > 0 and len(results) > before + 20, f"too little load: {len(results)} requests"
     assert failed == 0, f"{failed} of {len(results)} new connections failed during the restarts"
     st = bank.refresh()
