@@ -128,6 +128,8 @@ def main() -> None:
         out: dict[str, object] = {"benchmark": "nodeproxy", "rate": args.rate, "seconds": args.seconds,
                                   "connections": args.connections, "body_bytes": len(BODY),
                                   "bulk_seconds": args.bulk_seconds}  # fmt: skip
+        # What a node proxy holds before any load (interpreter, grpc/protobuf/cryptography, feed).
+        out["node_proxy_idle_rss_mb"] = {k: round(_rss_mb(pid), 1) for k, pid in pids.items()}
         # (a) warm-up, then baseline and ambient at the same rate and duration.
         for name, pod, host, port in (("baseline", "pclient", lab.address("pserver"), 9080),
                                       ("ambient", "client", "server.mesh", 80)):  # fmt: skip
