@@ -227,7 +227,7 @@ def logs(
         _fail(str(e))
         return
     assert st is not None
-    for want in (process, f"{process}/app", f"{process}/host"):
+    for want in (process, f"{process}/app", f"{process}/host", f"{process}/node-proxy"):
         for p in reversed(st.procs):  # the newest of a name (a restarted node proxy has two)
             if p.name == want:
                 typer.echo(procs.tail(p.log, lines))
