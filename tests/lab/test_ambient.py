@@ -91,6 +91,23 @@ def test_mtls_on_the_wire_across_hosts_and_on_one_host(bank: Lab) -> None:
     _assert_only_tls(streams, bank.address("accounts-v2"), ledger)
 
 
+def test_through_the_waypoint_every_hop_is_hbone(bank: Lab) -> None:
+    _eventually_code(bank, "web", "http://accounts/", "200")
+    with bank.sniff("waypoint") as cap:
+        names = {_name(bank, "web", "http://accounts/hop", "-H", "x-canary: always")}
+        for _ in range(10):  # 90% v1 each time
+            names.add(_name(bank, "web", "http://accounts/hop"))
+            if "accounts-v1" in names:
+                break
+    assert names == {"accounts-v1", "accounts-v2"}
+    streams = cap.streams()
+    waypoint = bank.address("waypoint")
+    # web -> waypoint (same host), waypoint -> accounts-v1 (same host) and -v2 (across hosts).
+    for pod in ("web", "accounts-v1", "accounts-v2"):
+        _assert_only_tls(streams, bank.address(pod), waypoint)
+    assert b"/hop" not in cap.data()
+
+
 def test_the_server_sees_the_connection_from_inside_its_own_pod(bank: Lab) -> None:
     _eventually_code(bank, "accounts-v1", "http://ledger/", "200")
     answer = json.loads(_curl(bank, "accounts-v1", "http://ledger/peer"))
