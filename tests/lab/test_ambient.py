@@ -170,6 +170,10 @@ def test_sidecar_client_to_sidecarless_server_and_back(bank: Lab) -> None:
     web, teller = bank.address("web"), bank.address("teller")
     between = {k: v for k, v in cap.streams().items() if {k[0], k[2]} == {web, teller}}
     assert between and all(looks_like_tls(v) for v in between.values()), between
+    # The other way, teller's Envoy tunnels to web's node proxy: HBONE on 15008.
+    with bank.sniff("web") as cap:
+        assert _code(bank, "teller", "http://web.bank/y") == "200"
+    _assert_only_tls(cap.streams(), teller, web)
 
 
 _SAMPLE = re.compile(r"^(istio_tcp_\w+)\{(.*)\} ([0-9.e+]+)$")
