@@ -27,11 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import sys
 import time
 
+from common import emit
 from sidecar_latency import BODY, _cpu_seconds, _envoy_pid, _load, _rss_mb, _summary
 
 from waymesh.lab.testing import Lab, lab_from_yaml
@@ -156,9 +156,7 @@ def main() -> None:
             elapsed = time.perf_counter() - t0
             bulk[name] = {"mb_per_s": mbps, **({"proxies": _usage(watched, cpu0, elapsed)} if watched else {})}
         out["bulk"] = bulk
-        out["loadavg"] = os.getloadavg()[0]
-        out["cpus"] = os.cpu_count()
-        print(json.dumps(out))
+        emit(out)  # with the machine facts (cores, load average at the end, Python, Envoy)
 
 
 if __name__ == "__main__":

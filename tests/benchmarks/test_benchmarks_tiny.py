@@ -105,3 +105,12 @@ def test_istiod_propagation_tiny() -> None:
     r = run("propagation", "--routes", "3", "--only-istiod", timeout=400)
     assert "error" not in r["istiod"], r["istiod"]
     assert r["istiod"]["propagation"]["n"] == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("iperf3") is None,
+                    reason="a lab (root) and iperf3 (scripts/install.sh --test)")  # fmt: skip
+def test_nodeproxy_tiny() -> None:
+    r = run("nodeproxy", "--rate", "200", "--seconds", "1", "--bulk-seconds", "1")
+    assert r["baseline"]["errors"] == 0 and r["ambient"]["errors"] == 0 and r["ambient"]["requests"] == 200
+    assert set(r["node_proxy"]) == {"node-1", "node-2"} and all(v["rss_mb"] > 0 for v in r["node_proxy"].values())
+    assert all(r["bulk"][k]["mb_per_s"] > 0 for k in ("baseline", "hbone", "envoy_l4_mtls"))
