@@ -15,7 +15,7 @@ from waymesh.config.loader import load_text
 from waymesh.lab import meshconfig
 from waymesh.lab.spec import LabSpecError, parse_lab
 from waymesh.lab.state import PodState
-from waymesh.lab.testing import looks_like_tls
+from waymesh.lab.testing import looks_like_tls, unique_name
 from waymesh.model.service_vips import auto_vip
 
 GOOD = """\
@@ -89,15 +89,19 @@ def test_host_required_with_several_hosts() -> None:
 
 
 def test_lab_up_with_a_bad_file_creates_nothing(tmp_path: Path) -> None:
+    # A name of its own: other labs called `shop` (another test run, the example) may be up.
+    name = unique_name("bad")
     bad = tmp_path / "lab.yaml"
-    bad.write_text(GOOD.replace("host: node-2\n  namespace", "host: nowhere\n  namespace"))
+    bad.write_text(GOOD.replace("name: shop\n", f"name: {name}\n", 1)
+                   .replace("host: node-2\n  namespace", "host: nowhere\n  namespace"))  # fmt: skip
     env = {**os.environ, "WAYMESH_LAB_DIR": str(tmp_path / "labs")}
     r = subprocess.run([sys.executable, "-m", "waymesh", "lab", "up", "-f", str(bad)],
                        capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
     assert r.returncode == 2
     assert f"{bad}:12: field pods[1].host: no host named 'nowhere'" in r.stderr
     assert not (tmp_path / "labs").exists()
-    assert not [n for n in os.listdir("/run/netns") if n.startswith("wm.shop")] if os.path.isdir("/run/netns") else True
+    netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    assert not [n for n in netns if n == f"wm.{name}" or n.startswith(f"wm.{name}.")]
 
 
 def test_generated_mesh_config_loads_cleanly() -> None:
