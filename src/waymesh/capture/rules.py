@@ -18,6 +18,19 @@ What the rules do, in the order they are evaluated (same semantics as Istio's si
     proxy (uid or gid)                                              -> untouched
     to 127.0.0.1                                                    -> untouched
     any other TCP                                                   -> REDIRECT to 15001
+
+With `preserve_source` (sidecarless pods; ztunnel's in-pod rules), the node proxy connects to
+the app from the client's address (IP_TRANSPARENT socket in the pod's netns, bound to the
+client's IP, carrying the proxy mark). The app's replies go to a non-local address and would
+leave via eth0; these rules deliver them locally to the proxy's socket instead:
+
+  mangle PREROUTING: a packet with the proxy mark from a non-local source (the proxy's
+      transparent connection looping through lo)  -> CONNMARK its connection SOURCE_MARK
+  mangle OUTPUT: a packet of such a connection (the app's reply) -> its mark = the connmark
+      (a mark changed in mangle OUTPUT makes the kernel route the packet again)
+  ip rule fwmark SOURCE_MARK/SOURCE_MASK lookup SOURCE_TABLE, and in that table
+  `local 0.0.0.0/0 dev lo`: every address is local for marked packets -> back in through lo to
+      the transparent socket.
 """
 
 from __future__ import annotations
@@ -35,6 +48,13 @@ INBOUND_PASSTHROUGH_SOURCE = "127.0.0.6"
 
 # Chain names; the WAYMESH_ prefix is how `remove` and `show` find them.
 CHAINS = ("WAYMESH_INBOUND", "WAYMESH_IN_REDIRECT", "WAYMESH_OUTPUT", "WAYMESH_REDIRECT")
+MANGLE_CHAINS = ("WAYMESH_PRERT", "WAYMESH_MANGLE_OUT")
+# Source preservation (ztunnel uses the same values: they must not clash with other marks in
+# the pod, and the table must be unused there).
+SOURCE_MARK = 0x111
+SOURCE_MASK = 0xFFF
+SOURCE_TABLE = 100
+SOURCE_RULE_PRIORITY = 32764  # before `main` (32766)
 
 
 @dataclass(frozen=True)
@@ -54,8 +74,13 @@ class CaptureConfig:
     proxy_mark: int | None = None
     # Kept so the exemption of the proxy's own health/metrics ports can be turned off in tests.
     default_inbound_excluded: tuple[int, ...] = field(default=DEFAULT_INBOUND_EXCLUDED)
+    # The proxy connects to the app from the client's address (needs proxy_mark): mangle rules
+    # plus a policy route bring the app's replies back to the proxy (see the module docstring).
+    preserve_source: bool = False
 
     def __post_init__(self) -> None:
+        if self.preserve_source and self.proxy_mark is None:
+            raise ValueError("preserve-source needs a proxy mark (--proxy-mark): it recognises the proxy's connections by it")
         for p in (self.outbound_port, self.inbound_port, *self.exclude_inbound_ports, *self.exclude_outbound_ports):
             if not 1 <= p <= 65535:
                 raise ValueError(f"port {p} is out of range 1-65535")
@@ -129,3 +154,30 @@ def restore_script(cfg: CaptureConfig) -> str:
     add("-A OUTPUT -p tcp -j WAYMESH_OUTPUT")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def mangle_script(cfg: CaptureConfig) -> str:
+    """The mangle-table part of source preservation ('' when it is off)."""
+    if not cfg.preserve_source or cfg.proxy_mark is None:
+        return ""
+    mark, mask = f"{SOURCE_MARK:#x}", f"{SOURCE_MASK:#x}"
+    lines = ["*mangle", *(f":{c} - [0:0]" for c in MANGLE_CHAINS)]
+    lines += [
+        # the proxy's packets to the app (through lo, the client's address as source)
+        f"-A WAYMESH_PRERT -p tcp -m mark --mark {cfg.proxy_mark:#x} -m addrtype ! --src-type LOCAL"
+        f" -j CONNMARK --set-xmark {mark}/{mask}",
+        # the app's packets on those connections: marked so the policy route applies
+        f"-A WAYMESH_MANGLE_OUT -p tcp -m connmark --mark {mark}/{mask} -j CONNMARK --restore-mark --nfmask {mask} --ctmask {mask}",
+        "-A PREROUTING -j WAYMESH_PRERT",
+        "-A OUTPUT -j WAYMESH_MANGLE_OUT",
+        "COMMIT",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def route_commands() -> list[list[str]]:
+    """`ip` commands (without the `ip` and netns prefix) of source preservation's policy route."""
+    return [
+        ["rule", "add", "fwmark", f"{SOURCE_MARK:#x}/{SOURCE_MASK:#x}", "pref", str(SOURCE_RULE_PRIORITY), "lookup", str(SOURCE_TABLE)],
+        ["route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", str(SOURCE_TABLE)],
+    ]

@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     lab.command("logs")(logs)
     lab.command("sniff")(sniff)
     lab.command("restart-node-proxy")(restart_node_proxy)
+    lab.command("restart-control-plane")(restart_control_plane)
 
     cap = typer.Typer(help="iptables rules that send a pod's TCP traffic through its proxy (15001/15006).",
                       no_args_is_help=True)  # fmt: skip
@@ -288,12 +289,31 @@ def restart_node_proxy(
                f"(log {answer['new_log']})")  # fmt: skip
 
 
+def restart_control_plane(
+    lab_name: str | None = typer.Option(None, "--lab", help="Lab name (default: the only lab)."),
+    timeout: float = typer.Option(90.0, help="Seconds to wait for the new control plane."),
+) -> None:
+    """Start the lab's control plane again (after a crash, or to replace it) with the same flags
+    and CA; proxies and node proxies keep their last config meanwhile and resync on reconnect."""
+    from waymesh.lab.control import request
+    from waymesh.lab.runner import LabError, running_lab
+
+    try:
+        lab = running_lab(lab_name)
+        answer = request(lab, "restart-control-plane", timeout=timeout)
+    except (LabError, RuntimeError) as e:
+        _fail(str(e))
+        return
+    typer.echo(f"control plane: pid {answer['new_pid']} serves (after {answer['ready_after_s']} s); "
+               f"pid {answer['old_pid']} exited with {answer['old_exit_code']}")  # fmt: skip
+
+
 # --- capture -------------------------------------------------------------------------------------
 
 
 def capture_install(
     netns: str | None = typer.Option(None, "--netns", help="Network namespace (default: the current one)."),
-    uid: int = typer.Option(1337, "--uid", help="The proxy's uid: its traffic is not captured."),
+    uid: int = typer.Option(1337, "--uid", help="The proxy's uid: its traffic is not captured (-1: none, e.g. a sidecarless pod)."),
     gid: int = typer.Option(1337, "--gid", help="The proxy's gid: its traffic is not captured either (-1: uid only)."),
     outbound_port: int = typer.Option(15001, "--outbound-port", help="Where outbound TCP is redirected."),
     inbound_port: int = typer.Option(15006, "--inbound-port", help="Where inbound TCP is redirected."),
@@ -304,15 +324,27 @@ def capture_install(
     proxy_mark: str | None = typer.Option(
         None, "--proxy-mark", help="Also exempt packets with this SO_MARK (e.g. 0x539, a node proxy's sockets)."
     ),
+    preserve_source: bool = typer.Option(
+        False, "--preserve-source",
+        help="The proxy connects to the app from the client's address (IP_TRANSPARENT, needs --proxy-mark): "
+        "mangle CONNMARK rules and `ip rule fwmark 0x111/0xfff lookup 100` (local 0.0.0.0/0 dev lo) bring the replies back to it.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the iptables-restore input; change nothing."),
 ) -> None:
     """Install Istio-style capture: inbound TCP -> 15006, outbound TCP -> 15001, the proxy exempt."""
     from waymesh.capture import apply
-    from waymesh.capture.rules import CaptureConfig, parse_cidrs, parse_ports, restore_script
+    from waymesh.capture.rules import (
+        CaptureConfig,
+        mangle_script,
+        parse_cidrs,
+        parse_ports,
+        restore_script,
+        route_commands,
+    )
 
     try:
         cfg = CaptureConfig(
-            proxy_uid=uid,
+            proxy_uid=None if uid < 0 else uid,
             proxy_gid=None if gid < 0 else gid,
             outbound_port=outbound_port,
             inbound_port=inbound_port,
@@ -321,11 +353,14 @@ def capture_install(
             exclude_outbound_ports=parse_ports(exclude_outbound_ports),
             exclude_outbound_cidrs=parse_cidrs(exclude_outbound_cidrs),
             proxy_mark=int(proxy_mark, 0) if proxy_mark else None,
+            preserve_source=preserve_source,
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if dry_run:
-        typer.echo(restore_script(cfg), nl=False)
+        typer.echo(restore_script(cfg) + mangle_script(cfg), nl=False)
+        if cfg.preserve_source:
+            typer.echo("".join(f"# ip {' '.join(c)}\n" for c in route_commands()), nl=False)
         return
     try:
         apply.install(cfg, netns)
@@ -337,7 +372,7 @@ def capture_install(
 def capture_remove(
     netns: str | None = typer.Option(None, "--netns", help="Network namespace (default: the current one)."),
 ) -> None:
-    """Remove the capture rules (the WAYMESH_* chains and the jumps to them)."""
+    """Remove the capture rules (the WAYMESH_* chains, the jumps to them, the source route)."""
     from waymesh.capture import apply
 
     try:
