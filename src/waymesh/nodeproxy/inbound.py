@@ -5,21 +5,31 @@ one of the pod's addresses; `authz.authorize` applies waypoint enforcement, Peer
 and L4 policy; then the node proxy connects from inside the pod's netns (marked, so capture
 leaves it alone) to <pod ip>:<port> and splices. Refusals: 400 (bad authority), 403 (denied),
 503 (the app refused the connection). Plaintext: authorized with no identity (STRICT refuses).
+
+The app sees the client's address, not its own (as with ztunnel): the connection to it is made
+from the HBONE peer's IP (the client pod, or the waypoint; from a waypoint identity, the client
+address in its `forwarded: for=` header) or the plaintext client's, see `Netns.socket_from`.
+Metrics name the destination service when exactly one service of the pod has the port as its
+target port (the tunnel's authority is a pod address, so nothing else says which one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
 from waymesh.nodeproxy import hbone
+from waymesh.nodeproxy.accepted import Accepted
+from waymesh.nodeproxy.api.workload_pb2 import Service, Workload
 from waymesh.nodeproxy.netns import original_dst
 from waymesh.nodeproxy.splice import Flow, H2Protocol, Pipe, StreamEnd
 from waymesh.nodeproxy.tls import peer_identity
 
 if TYPE_CHECKING:
     from waymesh.nodeproxy.proxy import LocalPod, NodeProxy
+    from waymesh.nodeproxy.state import WorkloadState
 
 log = logging.getLogger("waymesh.nodeproxy.inbound")
 CONNECT_TIMEOUT = 10.0  # to the local app
@@ -30,6 +40,40 @@ def _split(authority: str) -> tuple[str, int] | None:
     if not sep or not port.isdigit():
         return None
     return host.strip("[]"), int(port)
+
+
+def destination_service(state: WorkloadState, w: Workload, port: int) -> Service | None:
+    """The one service that has `w` as an endpoint and `port` as a target port; None when there
+    is none or more than one (ambiguous: reported as unknown)."""
+    found = None
+    for svc in state.services():
+        if w.uid not in svc.endpoints:
+            continue
+        if any((sp.target_port or sp.service_port) == port for sp in svc.ports):
+            if found is not None:
+                return None
+            found = svc
+    return found
+
+
+def forwarded_for(headers: list[tuple[str, str]]) -> str | None:
+    """The first `for=` IP address of an RFC 7239 `forwarded` header (None if absent or not an IP)."""
+    for name, value in headers:
+        if name.lower() != "forwarded":
+            continue
+        for part in value.split(",")[0].split(";"):
+            key, _, val = part.strip().partition("=")
+            if key.lower() == "for":
+                val = val.strip('"')
+                if val.startswith("["):  # "[v6]:port"
+                    val = val[1 : val.find("]")]
+                elif val.count(":") == 1:  # "v4:port"
+                    val = val.partition(":")[0]
+                try:
+                    return str(ipaddress.ip_address(val))
+                except ValueError:
+                    return None
+    return None
 
 
 class HboneServer(H2Protocol):
@@ -63,7 +107,7 @@ class HboneServer(H2Protocol):
             flow.finish()
             return
         ip, port = dst
-        flow = proxy.inbound_flow(pod, self.peer_ip, self.peer_identity, dst, True)
+        flow = proxy.inbound_flow(pod, self.peer_ip, self.peer_identity, dst, True, destination_service(proxy.state, w, port))
         decision = proxy.authorize(w, self.peer_ip, self.peer_identity, ip, port, True)
         if not decision.allowed:
             flow.fail("denied", decision.reason + (f" ({decision.policy})" if decision.policy else ""))
@@ -71,14 +115,18 @@ class HboneServer(H2Protocol):
             self.h2.reset(sid, hbone.NO_ERROR)
             flow.finish()
             return
+        src_ip = self.peer_ip
+        if w.waypoint_identities and _strip(self.peer_identity) in {_strip(i) for i in w.waypoint_identities}:
+            # only a waypoint is trusted to say who the client was
+            src_ip = forwarded_for(ev.headers) or src_ip
         end = StreamEnd(flow)
         end.bind(self, sid)
-        proxy.tasks.spawn(self._connect(end, ip, port))
+        proxy.tasks.spawn(self._connect(end, src_ip, ip, port))
 
-    async def _connect(self, end: StreamEnd, ip: str, port: int) -> None:
+    async def _connect(self, end: StreamEnd, src_ip: str, ip: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         sid = end.sid
-        sock = self.proxy.netns.socket(self.pod.netns)
+        sock, _ = self.proxy.netns.socket_from(self.pod.netns, src_ip)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await loop.sock_connect(sock, (ip, port))
@@ -100,29 +148,15 @@ class HboneServer(H2Protocol):
         end.open()
 
 
-class PlainInbound(asyncio.Protocol):
+class PlainInbound(Accepted):
     """An accepted 15006 connection: plaintext to a local pod, captured by PREROUTING."""
 
     def __init__(self, proxy: NodeProxy, pod: LocalPod) -> None:
+        super().__init__()
         self.proxy = proxy
         self.pod = pod
-        self.early: list[bytes] = []  # uvloop reads right after connection_made
-        self.eof = False
-        self.lost = False
 
-    def data_received(self, data: bytes) -> None:
-        self.early.append(data)
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        t: asyncio.Transport = transport  # type: ignore[assignment]
-        t.pause_reading()
+    def accepted(self, t: asyncio.Transport) -> None:
         try:
             ip, port = original_dst(t.get_extra_info("socket"))  # type: ignore[arg-type]
         except OSError:
@@ -130,18 +164,18 @@ class PlainInbound(asyncio.Protocol):
             return
         src_ip = (t.get_extra_info("peername") or ("", 0))[0]
         proxy, pod = self.proxy, self.pod
-        flow = proxy.inbound_flow(pod, src_ip, None, (ip, port), False)
+        flow = proxy.inbound_flow(pod, src_ip, None, (ip, port), False, destination_service(proxy.state, pod.workload, port))
         decision = proxy.authorize(pod.workload, src_ip, None, ip, port, False)
         if not decision.allowed:
             flow.fail("denied", decision.reason + (f" ({decision.policy})" if decision.policy else ""))
             t.abort()
             flow.finish()
             return
-        proxy.tasks.spawn(self._go(t, flow, ip, port))
+        proxy.tasks.spawn(self._go(t, flow, src_ip, ip, port))
 
-    async def _go(self, t: asyncio.Transport, flow: Flow, ip: str, port: int) -> None:
+    async def _go(self, t: asyncio.Transport, flow: Flow, src_ip: str, ip: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        sock = self.proxy.netns.socket(self.pod.netns)
+        sock, _ = self.proxy.netns.socket_from(self.pod.netns, src_ip)
         up = Pipe(flow, plain_side=False)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -159,9 +193,8 @@ class PlainInbound(asyncio.Protocol):
             flow.fail("client_gone", "the client closed before the app connection was made")
             flow.finish()
             return
-        down = Pipe(flow, plain_side=True)
-        t.set_protocol(down)
-        down.connection_made(t)
-        down.take(self.early, self.eof)
-        flow.from_plain += sum(map(len, self.early))
-        down.start(up)
+        self.splice(t, flow, up)
+
+
+def _strip(identity: str | None) -> str:
+    return (identity or "").removeprefix("spiffe://")

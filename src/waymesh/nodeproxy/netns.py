@@ -8,6 +8,10 @@ later happen from the host netns but act in the socket's own netns.
 
 Every socket made here carries SO_MARK (the pod's capture rules exempt that mark), and
 listeners get SO_REUSEPORT so a restarted node proxy binds next to the old one.
+
+`socket_from` makes the inbound connection to the app from the client's address (IP_TRANSPARENT,
+as ztunnel does), when the pod's capture has the source-preservation route (`waymesh capture
+install --preserve-source`): without it the app's replies would leave through eth0.
 """
 
 from __future__ import annotations
@@ -15,17 +19,24 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from waymesh.capture.rules import SOURCE_MARK, SOURCE_MASK, SOURCE_RULE_PRIORITY
+
 CLONE_NEWNET = 0x40000000
 SO_MARK = 36
 SO_ORIGINAL_DST = 80
+IP_TRANSPARENT = 19
+IP_BIND_ADDRESS_NO_PORT = 24
 NETNS_DIR = Path("/run/netns")
+log = logging.getLogger("waymesh.nodeproxy.netns")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -51,6 +62,8 @@ class Netns:
         self._host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._source_route: dict[str, bool] = {}  # netns -> has the source-preservation route
+        self._transparent_failed = False  # logged once
 
     def _fd(self, name: str) -> int:
         fd = self._fds.get(name)
@@ -91,6 +104,40 @@ class Netns:
             raise
         return s
 
+    def preserves_source(self, name: str) -> bool:
+        """Whether netns `name` has capture's source-preservation policy route (checked once per
+        netns: the lab installs capture before the node proxy serves the pod)."""
+        known = self._source_route.get(name)
+        if known is None:
+            sel = ["fwmark", f"{SOURCE_MARK:#x}/{SOURCE_MASK:#x}", "pref", str(SOURCE_RULE_PRIORITY)]
+            try:
+                out = subprocess.run(["ip", "-n", name, "rule", "show", *sel], capture_output=True, text=True, timeout=5).stdout
+            except (OSError, subprocess.SubprocessError):
+                out = ""
+            known = self._source_route[name] = bool(out.strip())
+        return known
+
+    def socket_from(self, name: str, src_ip: str) -> tuple[socket.socket, bool]:
+        """A marked socket in netns `name` whose connections come from `src_ip` (a client's
+        address, IP_TRANSPARENT) when the pod's capture brings the replies back; else a plain
+        one (the pod's own address). Returns (socket, transparent)."""
+        sock = self.socket(name)
+        if not src_ip or ":" in src_ip or not self.preserves_source(name):
+            return sock, False
+        try:
+            sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+            # the port is chosen at connect time, per 4-tuple: many connections per client IP
+            sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((src_ip, 0))
+        except OSError as e:
+            sock.close()
+            if not self._transparent_failed:
+                self._transparent_failed = True
+                log.warning("cannot connect to apps from the client's address (%s: %s); they see the pod's own "
+                            "address instead (logged once)", src_ip, e)  # fmt: skip
+            return self.socket(name), False
+        return sock, True
+
     def listener(self, name: str | None, port: int, host: str = "0.0.0.0", backlog: int = 4096) -> socket.socket:
         s = self.socket(name)
         try:
@@ -119,6 +166,7 @@ class Netns:
         return True
 
     def forget(self, name: str) -> None:
+        self._source_route.pop(name, None)
         fd = self._fds.pop(name, None)
         if fd is not None:
             os.close(fd)

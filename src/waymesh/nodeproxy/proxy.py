@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from waymesh.nodeproxy import authz, connlog
-from waymesh.nodeproxy.api.workload_pb2 import Workload
+from waymesh.nodeproxy.api.workload_pb2 import Service, Workload
 from waymesh.nodeproxy.identities import Identities, spiffe
 from waymesh.nodeproxy.inbound import HboneServer, PlainInbound
 from waymesh.nodeproxy.metrics import ConnLabels, Metrics
@@ -246,10 +246,12 @@ class NodeProxy:
 
         return Flow(done)
 
-    def inbound_flow(self, pod: LocalPod, src_ip: str, src_identity: str | None, dst: tuple[str, int], via_hbone: bool) -> Flow:
+    def inbound_flow(
+        self, pod: LocalPod, src_ip: str, src_identity: str | None, dst: tuple[str, int], via_hbone: bool, service: Service | None = None
+    ) -> Flow:
         """Inbound (reporter destination): plain side = the app; sent = its bytes to the client."""
         src = self.state.workload_by_ip(src_ip)
-        labels = ConnLabels.of("destination", src, src_identity, pod.workload, pod.identity, None, "mutual_tls" if via_hbone else "none")
+        labels = ConnLabels.of("destination", src, src_identity, pod.workload, pod.identity, service, "mutual_tls" if via_hbone else "none")
         self.metrics.opened(labels)
         self.flows += 1
 
@@ -258,7 +260,7 @@ class NodeProxy:
             self.metrics.closed(labels, f.from_plain, f.to_plain)
             connlog.log_connection(
                 direction="inbound", src_ip=src_ip, src=src, src_identity=src_identity,
-                dst_ip=dst[0], dst_port=dst[1], dst=pod.workload, dst_identity=pod.identity, service=None,
+                dst_ip=dst[0], dst_port=dst[1], dst=pod.workload, dst_identity=pod.identity, service=service,
                 via="hbone" if via_hbone else "plaintext", bytes_sent=f.from_plain, bytes_received=f.to_plain,
                 duration=f.duration, result=f.result, reason=f.reason,
             )  # fmt: skip
