@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from waymesh.nodeproxy.accepted import Accepted
 from waymesh.nodeproxy.api.workload_pb2 import HBONE, SIDECAR_MTLS, Service, Workload
 from waymesh.nodeproxy.netns import original_dst
 from waymesh.nodeproxy.pool import TunnelRefused
@@ -82,31 +83,16 @@ def _workload_route(w: Workload, ip: str, port: int) -> Route:
     return Route("plain", ip, port, "", None, w, None, target)
 
 
-class OutboundAccept(asyncio.Protocol):
+class OutboundAccept(Accepted):
     """Protocol of an accepted 15001 connection until the route is known; then the transport is
     handed to a StreamEnd (HBONE) or a Pipe (mTLS / plain)."""
 
     def __init__(self, proxy: NodeProxy, pod: LocalPod) -> None:
+        super().__init__()
         self.proxy = proxy
         self.pod = pod
-        # uvloop starts reading right after connection_made even if it paused: keep what comes
-        self.early: list[bytes] = []
-        self.eof = False
-        self.lost = False
 
-    def data_received(self, data: bytes) -> None:
-        self.early.append(data)
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True  # the client left before the route was set up
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        t: asyncio.Transport = transport  # type: ignore[assignment]
-        t.pause_reading()
+    def accepted(self, t: asyncio.Transport) -> None:
         sock = t.get_extra_info("socket")
         try:
             ip, port = original_dst(sock)  # type: ignore[arg-type]
@@ -183,9 +169,4 @@ class OutboundAccept(asyncio.Protocol):
         if self.lost:
             ut.close()
             raise ConnectionResetError("the client closed before the upstream connection was made")
-        down = Pipe(flow, plain_side=True)
-        t.set_protocol(down)
-        down.connection_made(t)
-        down.take(self.early, self.eof)
-        flow.from_plain += sum(map(len, self.early))
-        down.start(up)
+        self.splice(t, flow, up)
