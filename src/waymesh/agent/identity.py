@@ -17,15 +17,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from cryptography import x509
 
 from waymesh.agent.options import AgentOptions
-from waymesh.agent.sds import SdsServer, certificate_secret, root_secret
 from waymesh.ca import paths, pki
 from waymesh.ca.client import CaClient
 from waymesh.ca.spiffe import SpiffeId
+
+if TYPE_CHECKING:
+    from waymesh.agent.sds import SdsServer
 
 log = logging.getLogger("waymesh.agent.identity")
 
@@ -53,6 +56,9 @@ class IdentityOptions:
     retry_max: float = 10.0
     server_name: str = "istiod.istio-system.svc"
     say: Callable[[str], None] | None = None  # the agent's log line writer; default: logging
+    # SDS server on <run_dir>/sds.sock for Envoy; off for the node proxy, which reads `current`
+    # itself (saves the Envoy protos + a gRPC server per identity: ~6 MB RSS)
+    sds: bool = True
 
     @property
     def identity(self) -> SpiffeId:
@@ -80,7 +86,11 @@ class IdentityService:
         self.identity = options.identity
         self.run_dir = options.run_dir
         self.socket_path = options.run_dir / SOCKET_FILE
-        self.sds = SdsServer(self.socket_path)
+        self.sds: SdsServer | None = None
+        if options.sds:
+            from waymesh.agent.sds import SdsServer
+
+            self.sds = SdsServer(self.socket_path)
         self.current: Issued | None = None
         self.bundle_pem = ""
         self.signing_root = ""
@@ -102,7 +112,8 @@ class IdentityService:
             _write(self.run_dir / ROOT_FILE, self.bundle_pem.encode())
         self._client = CaClient(self.options.ca_address, self.bundle_pem.encode(), self.options.server_name)
         self._load_saved()
-        await self.sds.start()
+        if self.sds is not None:
+            await self.sds.start()
         self._publish()
         self._tasks = [
             asyncio.create_task(self._renew_loop(), name="identity-renew"),
@@ -117,7 +128,8 @@ class IdentityService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.sds.stop()
+        if self.sds is not None:
+            await self.sds.stop()
         if self._client is not None:
             await self._client.close()
 
@@ -272,10 +284,15 @@ class IdentityService:
             return None
 
     def _publish(self) -> None:
+        if self.current is not None:
+            self.ready.set()
+        if self.sds is None:
+            return
+        from waymesh.agent.sds import certificate_secret, root_secret
+
         secrets = [root_secret(self.bundle_pem)] if self.bundle_pem else []
         if self.current is not None:
             secrets.append(certificate_secret(self.current.chain_pem, self.current.key_pem))
-            self.ready.set()
         self.sds.set_secrets(secrets)
 
 

@@ -69,6 +69,7 @@ class Identities:
             trust_domain=self.trust_domain,
             root_cert_file=root_file,
             say=self.say,
+            sds=False,  # no Envoy here: the contexts are loaded from `current` (_refresh)
         )
         svc = IdentityService(opts)
         entry = _Entry(svc, IdentityContexts(identity), None, asyncio.Event())
