@@ -303,6 +303,7 @@ class LabRunner:
         c = p.capture
         return CaptureConfig(
             proxy_uid=None, proxy_gid=None, inbound=c.inbound, proxy_mark=c.proxyMark or NODE_PROXY_MARK,
+            preserve_source=True,  # apps see their clients' addresses (ztunnel's in-pod rules)
             default_inbound_excluded=SIDECARLESS_INBOUND_EXCLUDED,
             exclude_inbound_ports=tuple(c.excludeInboundPorts), exclude_outbound_ports=tuple(c.excludeOutboundPorts),
             exclude_outbound_cidrs=tuple(c.excludeOutboundCIDRs),
