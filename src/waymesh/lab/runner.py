@@ -285,6 +285,11 @@ class LabRunner:
             args += ["--ca-port", str(CA_PORT)]
         args += cp.args
         self._spawn("control-plane", None, procs.waymesh_argv(*args))
+        self._wait_control_plane()
+
+    def _wait_control_plane(self) -> None:
+        st = self.state
+        assert st is not None and st.xds_address
         host, port = st.xds_address.rsplit(":", 1)
         self._wait("the control plane", "control-plane", lambda: _connects(None, host, int(port)))
         if st.ca_address:
@@ -382,6 +387,26 @@ class LabRunner:
         return {"host": host, "old_pid": old.popen.pid, "new_pid": new.popen.pid, "new_log": new.state.log,
                 "signalled_after_s": round(time.monotonic() - t0, 3)}  # fmt: skip
 
+    def restart_control_plane(self) -> dict[str, object]:
+        """Start the control plane again with the same command line (after a crash, or to replace
+        it): SIGTERM the running one if there is one, then wait until xDS and the CA serve. Its
+        CA directory is kept, so certificates and tokens already issued stay valid; proxies and
+        node proxies keep their last config meanwhile and resync when they reconnect."""
+        old = self._current("control-plane")
+        if old.popen.poll() is None:
+            _terminate_all([old.popen], grace=10.0)
+        with open(old.state.log, "a") as f:  # one log: `lab logs control-plane` shows both runs
+            f.write(f"--- waymesh lab: control plane pid {old.popen.pid} exited ({old.popen.returncode}); restarting\n")
+        t0 = time.monotonic()
+        argv = old.state.argv
+        new = self._spawn("control-plane", None, argv)
+        assert self.state is not None
+        self.state.save()
+        self._wait_control_plane()
+        self.state.save()
+        return {"old_pid": old.popen.pid, "old_exit_code": old.popen.returncode, "new_pid": new.popen.pid,
+                "ready_after_s": round(time.monotonic() - t0, 3)}  # fmt: skip
+
     def _handle_requests(self) -> None:
         """Requests from `waymesh lab restart-node-proxy` (another process): REQ.json in
         requests/, answered in REQ.json.done."""
@@ -391,9 +416,12 @@ class LabRunner:
         for req in sorted(d.glob("*.json")):
             try:
                 body = json.loads(req.read_text())
-                if body.get("action") != "restart-node-proxy":
+                if body.get("action") == "restart-node-proxy":
+                    answer: dict[str, object] = {"ok": True, **self.restart_node_proxy(str(body["host"]))}
+                elif body.get("action") == "restart-control-plane":
+                    answer = {"ok": True, **self.restart_control_plane()}
+                else:
                     raise LabError(f"unknown request {body.get('action')!r}")
-                answer: dict[str, object] = {"ok": True, **self.restart_node_proxy(str(body["host"]))}
             except (LabError, ValueError, KeyError, OSError) as e:
                 answer = {"ok": False, "error": str(e)}
             tmp = req.with_suffix(".tmp")
