@@ -108,12 +108,13 @@ def test_through_the_waypoint_every_hop_is_hbone(bank: Lab) -> None:
     assert b"/hop" not in cap.data()
 
 
-def test_the_server_sees_the_connection_from_inside_its_own_pod(bank: Lab) -> None:
+def test_the_server_sees_the_client_pods_address(bank: Lab) -> None:
     _eventually_code(bank, "accounts-v1", "http://ledger/", "200")
     answer = json.loads(_curl(bank, "accounts-v1", "http://ledger/peer"))
-    # The destination node proxy connects from the pod's own address (in-pod), not the host's.
+    # The destination node proxy connects from inside the ledger's pod with the client's address
+    # (IP_TRANSPARENT + the capture's source route), as ztunnel does: not the host's, not its own.
     assert answer["name"] == "ledger"
-    assert not answer["peer"].startswith(bank.state.hosts[1].address + ":")
+    assert answer["peer"].startswith(bank.address("accounts-v1") + ":")
 
 
 def test_l4_deny_at_the_destination(bank: Lab) -> None:
@@ -214,6 +215,7 @@ def test_node_proxy_metrics_have_istio_tcp_counters_with_labels(bank: Lab) -> No
     assert lb["connection_security_policy"] == "mutual_tls"
     assert lb["source_workload_namespace"] == lb["destination_workload_namespace"] == "bank"
     assert lb["source_app"] == "accounts" and lb["destination_app"] == "ledger" and lb["request_protocol"] == "tcp"
+    assert lb["destination_service"].startswith("ledger.bank.svc")  # its only Service with target port 9080
     received = sum(v for n, lb, v in dest if n == "istio_tcp_received_bytes_total")
     assert received > 3 * len("GET /m HTTP/1.1\r\n")
     # The source side reports the same connections.
