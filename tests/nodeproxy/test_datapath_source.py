@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -228,6 +229,31 @@ async def test_plaintext_client_is_seen_too(pods: subprocess.Popen[str], tmp_pat
     async with node_proxies(tmp_path, records()):
         for _ in range(5):  # several connections: each gets its own port on the client's address
             assert _peer_ip(await _http(MARKED, NS_A, IP_B, 9000)) == IP_A
+
+
+@root
+async def test_plaintext_never_reuses_the_clients_port(pods: subprocess.Popen[str], tmp_path: Path) -> None:
+    """b may pick only ports 40000-40001 on the client's address; the client comes from 40000.
+    Our connection from <a>:40000 to the app would have the client's conntrack tuple (and be
+    REDIRECTed to 15006 again): the node proxy must take 40001."""
+    old = _sh("ip", "netns", "exec", NS_B, "sysctl", "-n", "net.ipv4.ip_local_port_range").split()
+    _sh("ip", "netns", "exec", NS_B, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001")
+    try:
+        async with node_proxies(tmp_path, records()):
+            for _ in range(3):
+                sock = MARKED.socket(NS_A)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((IP_A, 40000))
+                await asyncio.get_running_loop().sock_connect(sock, (IP_B, 9000))
+                r, w = await asyncio.open_connection(sock=sock)
+                w.write(b"GET /who HTTP/1.0\r\nHost: web\r\n\r\n")
+                data = await asyncio.wait_for(r.read(), 5)
+                w.close()
+                await w.wait_closed()
+                assert json.loads(data.partition(b"\r\n\r\n")[2])["peer"] == f"{IP_A}:40001"
+                await asyncio.sleep(0.1)
+    finally:
+        _sh("ip", "netns", "exec", NS_B, "sysctl", "-qw", f"net.ipv4.ip_local_port_range={old[0]} {old[1]}")
 
 
 @root

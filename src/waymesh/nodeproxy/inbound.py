@@ -162,7 +162,7 @@ class PlainInbound(Accepted):
         except OSError:
             t.abort()
             return
-        src_ip = (t.get_extra_info("peername") or ("", 0))[0]
+        src_ip, src_port = (t.get_extra_info("peername") or ("", 0))[:2]
         proxy, pod = self.proxy, self.pod
         flow = proxy.inbound_flow(pod, src_ip, None, (ip, port), False, destination_service(proxy.state, pod.workload, port))
         decision = proxy.authorize(pod.workload, src_ip, None, ip, port, False)
@@ -171,11 +171,11 @@ class PlainInbound(Accepted):
             t.abort()
             flow.finish()
             return
-        proxy.tasks.spawn(self._go(t, flow, src_ip, ip, port))
+        proxy.tasks.spawn(self._go(t, flow, src_ip, src_port, ip, port))
 
-    async def _go(self, t: asyncio.Transport, flow: Flow, src_ip: str, ip: str, port: int) -> None:
+    async def _go(self, t: asyncio.Transport, flow: Flow, src_ip: str, src_port: int, ip: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        sock, _ = self.proxy.netns.socket_from(self.pod.netns, src_ip)
+        sock, _ = self.proxy.netns.socket_from(self.pod.netns, src_ip, avoid_port=src_port)
         up = Pipe(flow, plain_side=False)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):

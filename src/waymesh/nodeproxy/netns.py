@@ -117,25 +117,41 @@ class Netns:
             known = self._source_route[name] = bool(out.strip())
         return known
 
-    def socket_from(self, name: str, src_ip: str) -> tuple[socket.socket, bool]:
+    def socket_from(self, name: str, src_ip: str, avoid_port: int = 0) -> tuple[socket.socket, bool]:
         """A marked socket in netns `name` whose connections come from `src_ip` (a client's
         address, IP_TRANSPARENT) when the pod's capture brings the replies back; else a plain
-        one (the pod's own address). Returns (socket, transparent)."""
-        sock = self.socket(name)
+        one (the pod's own address). Returns (socket, transparent).
+
+        `avoid_port`: the client's port of a REDIRECTed connection to the same app port. Reusing
+        it would give our connection the same conntrack tuple as the client's, which conntrack
+        would take for the client's (and REDIRECT to 15006 again), so the port is picked at bind
+        time and a clash is retried."""
         if not src_ip or ":" in src_ip or not self.preserves_source(name):
-            return sock, False
+            return self.socket(name), False
+        sock = self.socket(name)
+        clashed: list[socket.socket] = []  # held until another port is bound, then closed
         try:
             sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
-            # the port is chosen at connect time, per 4-tuple: many connections per client IP
-            sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            if not avoid_port:
+                # the port is chosen at connect time, per 4-tuple: many connections per client IP
+                sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((src_ip, 0))
+            while avoid_port and sock.getsockname()[1] == avoid_port and not clashed:
+                clashed.append(sock)
+                sock = self.socket(name)
+                sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+                sock.bind((src_ip, 0))
         except OSError as e:
             sock.close()
+            for c in clashed:
+                c.close()
             if not self._transparent_failed:
                 self._transparent_failed = True
                 log.warning("cannot connect to apps from the client's address (%s: %s); they see the pod's own "
                             "address instead (logged once)", src_ip, e)  # fmt: skip
             return self.socket(name), False
+        for c in clashed:
+            c.close()
         return sock, True
 
     def listener(self, name: str | None, port: int, host: str = "0.0.0.0", backlog: int = 4096) -> socket.socket:
