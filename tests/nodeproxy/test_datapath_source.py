@@ -214,8 +214,9 @@ async def test_app_sees_the_client_pod_same_host_and_cross_host(pods: subprocess
         same = await _http(APP, NS_A, IP_B, 9000)  # a -> b: both n1's
         cross = await _http(APP, NS_C, IP_B, 9000)  # c (n2) -> b (n1)
         via_vip = await _http(APP, NS_A, "10.251.11.100", 80)
-        assert (_peer_ip(same), _peer_ip(cross), _peer_ip(via_vip)) == (IP_A, IP_C, IP_A)
-        assert n1.pool.created == 1 and n2.pool.created == 1  # both went through HBONE
+        to_itself = await _http(APP, NS_B, "10.251.11.100", 80)  # b through its own Service
+        assert (_peer_ip(same), _peer_ip(cross), _peer_ip(via_vip), _peer_ip(to_itself)) == (IP_A, IP_C, IP_A, IP_B)
+        assert n1.pool.created == 2 and n2.pool.created == 1  # all through HBONE (n1: from a and from b)
         # the destination names the Service: the one whose target port 9000 is b's
         text = n1.metrics.exposition().decode()
         dest = [ln for ln in text.splitlines() if ln.startswith("istio_tcp_connections_opened_total{")
