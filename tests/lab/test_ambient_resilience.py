@@ -237,9 +237,19 @@ def test_control_plane_killed_traffic_goes_on_and_resyncs_after_restart(lab: Lab
         while not stop.is_set():
             seen.append((_get(lab, "client", "server"), _get(lab, "other", "server")))
 
+    # (The open connection lasted the outage; the node proxy rollout below ends it after its drain.)
+    assert kept_get() == 200
+    kept.close()
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
+        # A node proxy rollout during the outage: the new one cannot get its feed, so it is not
+        # ready; the old one keeps serving, and the new one takes over once the feed is back.
+        old_np = _pid_of(lab, "node-2/node-proxy")
+        with pytest.raises(RuntimeError, match=f"pid {old_np} keeps serving"):
+            request(lab.name, "restart-node-proxy", host="node-2", wait=2.0)
+        new_np = _pid_of(lab, "node-2/node-proxy")
+        assert new_np != old_np and _pid_of_or_none(lab, "node-2/node-proxy") == new_np
         answer = request(lab.name, "restart-control-plane")
         restarted = time.monotonic()
         assert answer["old_pid"] == cp and answer["old_exit_code"] == -signal.SIGKILL
@@ -255,12 +265,14 @@ def test_control_plane_killed_traffic_goes_on_and_resyncs_after_restart(lab: Lab
 
         # The node proxies reconnect with their backoff (up to 5 s +- 20% while it was down).
         resync = _until("both node proxies back on the feed", lambda: node_proxies() == 2, 20)
+        took_over = _until("node-2's new node proxy took over", lambda: old_np not in _live_pids(lab), 20)
         time.sleep(1.0)  # and a moment of the resynced feed
     finally:
         stop.set()
         watcher.join(15)
     print(f"control plane restarted: serving {answer['ready_after_s']} s after start "
-          f"({restarted - killed:.1f} s after the kill); node proxies back on the feed {resync:.2f} s later; "
+          f"({restarted - killed:.1f} s after the kill); node proxies back on the feed {resync:.2f} s later, "
+          f"node-2's pending new node proxy took over {took_over:.2f} s later; "
           f"{len(seen)} connection pairs meanwhile, {sum(1 for r in seen if r != ('200', 'closed'))} not as before")  # fmt: skip
     assert seen and all(r == ("200", "closed") for r in seen), [r for r in seen if r != ("200", "closed")]
     # Their next retry finds it (backoff capped at 5 s, +-20%); a reconnect that inherited gRPC's
@@ -271,8 +283,6 @@ def test_control_plane_killed_traffic_goes_on_and_resyncs_after_restart(lab: Lab
                   lambda: _get(lab, "other", "server") == "200", 20, since=written)  # fmt: skip
     print(f"policy written after the resync took effect at the destination in {took:.2f} s")
     assert took < 5
-    assert kept_get() == 200
-    kept.close()
     written = _write(lab, "server-allow.yaml", _allow("client"))
     took = _until("other -> server refused again", lambda: _get(lab, "other", "server") == "closed", 10, since=written)
     print(f"and back in {took:.2f} s")
@@ -334,7 +344,7 @@ def test_bad_policy_is_reported_and_the_last_good_one_stays_in_force(lab: Lab, b
 def test_l4_deny_reaches_the_destination_quickly(lab: Lab) -> None:
     _converged(lab)
     deny, undo = [], []
-    for _ in range(3):
+    for _ in range(5):
         written = _write(lab, "server-deny-client.yaml", DENY_CLIENT)
         # A new connection every few ms (each is a tunnel stream through both node proxies).
         deny.append(_until("client -> server refused", lambda: _get(lab, "client", "server") == "closed", 10,
@@ -390,6 +400,10 @@ def test_node_proxy_killed_its_pods_lose_new_connections_until_it_is_replaced(la
           f"first connections after it: {after}")  # fmt: skip
     assert after == [("200", "200")] * 5, after
     assert _get(lab, "other", "server") == "closed"  # and it enforces the policy it got from the feed
+
+
+def _live_pids(lab: Lab) -> set[int]:
+    return {p.pid for p in lab.refresh().procs if p.exit_code is None}
 
 
 def _pid_of_or_none(lab: Lab, name: str) -> int | None:

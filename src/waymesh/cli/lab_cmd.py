@@ -281,7 +281,8 @@ def restart_node_proxy(
 
     try:
         lab = running_lab(lab_name)
-        answer = request(lab, "restart-node-proxy", timeout=timeout, host=host)
+        # The supervisor gives up waiting after `timeout` (the old one keeps serving then).
+        answer = request(lab, "restart-node-proxy", timeout=timeout + 15, host=host, wait=timeout)
     except (LabError, RuntimeError) as e:
         _fail(str(e))
         return

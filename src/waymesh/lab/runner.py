@@ -364,10 +364,12 @@ class LabRunner:
         """The newest process of that name (a restarted node proxy has two entries)."""
         return [p for p in self.procs if p.state.name == name][-1]
 
-    def restart_node_proxy(self, host: str) -> dict[str, object]:
+    def restart_node_proxy(self, host: str, wait: float | None = None) -> dict[str, object]:
         """Start a second node proxy for `host`, wait until it is ready (it binds with
         SO_REUSEPORT next to the old one), then SIGTERM the old one, which stops accepting and
-        drains. New connections never find the ports closed."""
+        drains. New connections never find the ports closed. If it is not ready within `wait`
+        (default: the lab's ready timeout; e.g. no control plane to get its feed from), the old
+        one keeps serving and the new one, still running, takes over once it is ready."""
         st = self.state
         assert st is not None
         hs = next((h for h in st.hosts if h.name == host), None)
@@ -377,8 +379,14 @@ class LabRunner:
         old = self._current(f"{host}/node-proxy")
         new = self._spawn_node_proxy(hs)
         st.save()
-        self._wait(f"the new node proxy of {host}", new.state.name,
-                   lambda: self._node_proxy_ready(hs, new, probe_port=False), proc=new)  # fmt: skip
+        try:
+            self._wait(f"the new node proxy of {host}", new.state.name,
+                       lambda: self._node_proxy_ready(hs, new, probe_port=False), proc=new, timeout=wait)  # fmt: skip
+        except LabError as e:
+            if new.popen.poll() is not None:
+                raise
+            raise LabError(f"{e}\n(pid {old.popen.pid} keeps serving; pid {new.popen.pid} takes over once it is "
+                           f"ready)") from e  # fmt: skip
         t0 = time.monotonic()
         if old.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -417,7 +425,8 @@ class LabRunner:
             try:
                 body = json.loads(req.read_text())
                 if body.get("action") == "restart-node-proxy":
-                    answer: dict[str, object] = {"ok": True, **self.restart_node_proxy(str(body["host"]))}
+                    wait = float(body["wait"]) if body.get("wait") is not None else None
+                    answer: dict[str, object] = {"ok": True, **self.restart_node_proxy(str(body["host"]), wait)}
                 elif body.get("action") == "restart-control-plane":
                     answer = {"ok": True, **self.restart_control_plane()}
                 else:
@@ -494,8 +503,10 @@ class LabRunner:
         self.state.procs.append(ps)
         return proc
 
-    def _wait(self, what: str, proc_name: str, check: object, proc: _Proc | None = None) -> None:
-        deadline = time.monotonic() + self.ready_timeout
+    def _wait(self, what: str, proc_name: str, check: object, proc: _Proc | None = None,
+              timeout: float | None = None) -> None:  # fmt: skip
+        timeout = self.ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         if proc is None and any(p.state.name == proc_name for p in self.procs):
             proc = self._current(proc_name)
         while True:
@@ -508,7 +519,7 @@ class LabRunner:
                                f"log {proc.state.log}:\n{procs.tail(proc.state.log)}")  # fmt: skip
             if time.monotonic() > deadline:
                 extra = f"; log {proc.state.log}:\n{procs.tail(proc.state.log)}" if proc else ""
-                raise LabError(f"{what} not ready after {self.ready_timeout:.0f}s{extra}")
+                raise LabError(f"{what} not ready after {timeout:.0f}s{extra}")
             time.sleep(0.05)
 
     # --- supervising ---------------------------------------------------------------------------
