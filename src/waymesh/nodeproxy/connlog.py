@@ -14,6 +14,7 @@ captured): sent and received by the client for direction=outbound, by the server
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from .api.workload_pb2 import Service, Workload
 
@@ -72,33 +73,8 @@ def format_connection(
     return " ".join(parts)
 
 
-def log_connection(
-    *,
-    direction: str = "inbound",
-    src_ip: str,
-    src: Workload | None = None,
-    src_identity: str | None = None,
-    dst_ip: str,
-    dst_port: int,
-    dst: Workload | None = None,
-    dst_identity: str | None = None,
-    service: Service | None = None,
-    via: str = "hbone",
-    bytes_sent: int = 0,
-    bytes_received: int = 0,
-    duration: float = 0.0,
-    result: str = "ok",
-    reason: str = "",
-) -> None:
-    """Log one finished connection. `duration` in seconds; `result` "ok", "denied", "error", ..."""
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    access_log.info(
-        "%s",
-        format_connection(
-            direction=direction, src_ip=src_ip, src=src, src_identity=src_identity,
-            dst_ip=dst_ip, dst_port=dst_port, dst=dst, dst_identity=dst_identity, service=service,
-            via=via, bytes_sent=bytes_sent, bytes_received=bytes_received, duration=duration,
-            result=result, reason=reason,
-        ),
-    )  # fmt: skip
+def log_connection(**fields: Any) -> None:
+    """Log one finished connection; `fields` as format_connection's. `duration` in seconds;
+    `result` "ok", "denied", "error", ..."""
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info("%s", format_connection(**fields))
