@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from waymesh.lab.control import request
+from waymesh.lab.state import lab_dir
 from waymesh.lab.testing import Lab, lab_from_yaml
 
 pytestmark = [pytest.mark.lab, pytest.mark.e2e]
@@ -391,10 +393,14 @@ def test_node_proxy_killed_its_pods_lose_new_connections_until_it_is_replaced(la
     assert down["server -> client"] == ["refused"] * 3, down  # the pod's 15001 has no listener
     assert down["client -> other"] == ["200"] * 3, down
 
+    # Its saved certificates go too, so the replacement asks the CA (restarted in the first test:
+    # its tokens and root must still be good) for a new one.
+    shutil.rmtree(lab_dir(lab.name) / "node-proxy" / "node-2" / "identities")
     t0 = time.monotonic()
     answer = request(lab.name, "restart-node-proxy", host="node-2")
     ready = time.monotonic() - t0
     assert answer["old_pid"] == np
+    assert "certificate obtained" in Path(str(answer["new_log"])).read_text()
     after = [(_get(lab, "client", "server"), _get(lab, "server", "client")) for _ in range(5)]
     print(f"restart-node-proxy node-2: ready in {ready:.1f} s ({time.monotonic() - killed:.1f} s after the kill); "
           f"first connections after it: {after}")  # fmt: skip
