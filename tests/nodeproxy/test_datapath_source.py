@@ -291,6 +291,8 @@ def test_forwarded_for_parsing() -> None:
     assert forwarded_for([("Forwarded", 'by=1.1.1.1;for="10.1.2.3:5555";proto=http, for=9.9.9.9')]) == "10.1.2.3"
     assert forwarded_for([("forwarded", 'for="[2001:db8::1]:80"')]) == "2001:db8::1"
     assert forwarded_for([("forwarded", "for=_hidden")]) is None
+    assert forwarded_for([("forwarded", "for=127.0.0.1")]) is None  # would look local to the app
+    assert forwarded_for([("forwarded", "for=0.0.0.0")]) is None
     assert forwarded_for([("x-forwarded-for", "10.1.2.3")]) is None
 
 

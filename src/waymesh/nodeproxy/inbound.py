@@ -57,7 +57,8 @@ def destination_service(state: WorkloadState, w: Workload, port: int) -> Service
 
 
 def forwarded_for(headers: list[tuple[str, str]]) -> str | None:
-    """The first `for=` IP address of an RFC 7239 `forwarded` header (None if absent or not an IP)."""
+    """The first `for=` IP address of an RFC 7239 `forwarded` header (None if absent, not an IP,
+    or loopback / unspecified / multicast)."""
     for name, value in headers:
         if name.lower() != "forwarded":
             continue
@@ -70,9 +71,13 @@ def forwarded_for(headers: list[tuple[str, str]]) -> str | None:
                 elif val.count(":") == 1:  # "v4:port"
                     val = val.partition(":")[0]
                 try:
-                    return str(ipaddress.ip_address(val))
+                    addr = ipaddress.ip_address(val)
                 except ValueError:
                     return None
+                # never let a header make a connection look local to the app
+                if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
+                    return None
+                return str(addr)
     return None
 
 
