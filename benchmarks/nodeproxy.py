@@ -73,6 +73,18 @@ def _node_proxy_pids(lab: Lab) -> dict[str, int]:
     return out
 
 
+def _mem(pid: int) -> dict[str, float]:
+    """RSS split (MB): anonymous (heap, this process's own) and file-backed (shared library
+    code, shared with every process that maps the same files)."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Rss", "Anonymous", "Shared_Clean", "Pss"):
+                out[key.lower() + "_mb"] = round(int(rest.split()[0]) / 1024, 1)
+    return out
+
+
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return {k: _cpu_seconds(pid) for k, pid in pids.items()}
 
@@ -130,6 +142,7 @@ def main() -> None:
                                   "bulk_seconds": args.bulk_seconds}  # fmt: skip
         # What a node proxy holds before any load (interpreter, grpc/protobuf/cryptography, feed).
         out["node_proxy_idle_rss_mb"] = {k: round(_rss_mb(pid), 1) for k, pid in pids.items()}
+        out["node_proxy_idle_mem"] = {k: _mem(pid) for k, pid in pids.items()}
         # (a) warm-up, then baseline and ambient at the same rate and duration.
         for name, pod, host, port in (("baseline", "pclient", lab.address("pserver"), 9080),
                                       ("ambient", "client", "server.mesh", 80)):  # fmt: skip
