@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from waymesh.capture.rules import CaptureConfig
 from waymesh.lab import net
 from waymesh.lab.control import spawn_supervisor, wait_ready
 from waymesh.lab.runner import down
-from waymesh.lab.state import lab_dir, root_link
+from waymesh.lab.state import LINK_ALIAS_PREFIX, lab_dir, root_link
 from waymesh.lab.testing import Lab, lab_from_yaml, looks_like_tls, unique_name, with_name
 
 pytestmark = pytest.mark.lab
@@ -44,9 +45,23 @@ def lab() -> Iterator[Lab]:
         yield lab
 
 
+def _own_root_link(name: str, index: int) -> bool:
+    """Whether wmlab<index> still exists AND still carries this lab's alias: another lab on the
+    machine may take the freed index at once, and the kernel removes a veth whose peer's netns
+    was deleted a little after `ip netns del` returns."""
+    alias = Path("/sys/class/net", root_link(index), "ifalias")
+    try:
+        return alias.read_text().strip() == f"{LINK_ALIAS_PREFIX}{name}"
+    except OSError:
+        return False
+
+
 def _assert_gone(name: str, index: int) -> None:
     assert net.lab_netns(name) == []
-    assert not Path("/sys/class/net", root_link(index)).exists()
+    deadline = time.monotonic() + 5.0
+    while _own_root_link(name, index) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _own_root_link(name, index)
     assert not [d for d in os.listdir("/etc/netns") if d.startswith(f"wm.{name}")] if os.path.isdir("/etc/netns") else True
     assert not lab_dir(name).exists()
 
