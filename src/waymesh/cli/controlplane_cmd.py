@@ -32,6 +32,11 @@ def register(app: typer.Typer) -> None:
             None, "--ca-dir", help="CA state (Istio cacerts layout; a self-signed root is created if empty). "
             "Default: <state dir>/ca."
         ),
+        last_good_dir: Path | None = typer.Option(
+            None, "--last-good-dir",
+            help="Where the last good copy of each config file is kept, so a restart with a bad file on disk "
+            "starts from it. Default: <state dir>/last-good.",
+        ),
         workload_cert_ttl: str = typer.Option(
             "24h", "--workload-cert-ttl", envvar="DEFAULT_WORKLOAD_CERT_TTL",
             help="Lifetime of workload certificates when the agent asks for none.",
@@ -105,6 +110,7 @@ def register(app: typer.Typer) -> None:
             ca_port=ca_port or None,
             ca_host=xds_host,
             ca_dir=ca_dir,
+            last_good_dir=None if kube_mode else _last_good_dir(last_good_dir),
             workload_cert_ttl=_duration(workload_cert_ttl, "--workload-cert-ttl"),
             max_workload_cert_ttl=_duration(max_workload_cert_ttl, "--max-workload-cert-ttl"),
         )
@@ -147,6 +153,12 @@ def register(app: typer.Typer) -> None:
                 asyncio.run(run_control_plane(options))
         except KeyboardInterrupt:
             pass
+
+
+def _last_good_dir(value: Path | None) -> Path:
+    from waymesh.ca.paths import default_state_dir
+
+    return value or default_state_dir() / "last-good"
 
 
 def _duration(text: str, flag: str) -> float:

@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         """Run everything DIR describes; print where to send requests; Ctrl-C stops it all."""
         import asyncio
 
+        from waymesh.ca.paths import default_state_dir
         from waymesh.cli.runtime import configure_logging
         from waymesh.controlplane.server import ControlPlaneOptions
         from waymesh.controlplane.up import run_up
@@ -46,6 +47,7 @@ def register(app: typer.Typer) -> None:
             xds_host="127.0.0.1",
             xds_port=xds_port,
             debug_port=debug_port,
+            last_good_dir=default_state_dir() / "last-good",
         )
         try:
             asyncio.run(run_up(options, drain_seconds=drain_seconds, envoy_log_level=envoy_log_level))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import watchfiles
 
-from waymesh.config.loader import load_file
+from waymesh.config.last_good import LastGoodDir, describe_time
+from waymesh.config.loader import LoadResult, load_file, load_text
 from waymesh.config.store import ChangeSet, ConfigStore, SourceUpdate
 from waymesh.config.types import ConfigError, ConfigObject
 
@@ -102,12 +103,25 @@ class DirectorySource:
     not lost: a rescan (of changed files only) runs when the watcher comes up.
     """
 
-    def __init__(self, directory: str | Path, store: ConfigStore, extra_directories: Sequence[str | Path] = ()) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        store: ConfigStore,
+        extra_directories: Sequence[str | Path] = (),
+        last_good_dir: str | Path | None = None,
+    ) -> None:
         self.root = Path(directory).resolve()
         # Several directories load as one batch, so references across them resolve at start-up
         # (the lab's generated Services and the user's VirtualServices that route to them).
         self.roots = [self.root, *(Path(d).resolve() for d in extra_directories)]
         self.store = store
+        # Copies of files that loaded cleanly: a file that fails to load (at start above all,
+        # when memory holds no last good version) falls back to its copy. None: no copies.
+        self.last_good = LastGoodDir(last_good_dir, self.roots) if last_good_dir is not None else None
+        # Files that loaded without errors, waiting for the store's reference checks to pass
+        # before they are copied: source -> text.
+        self._clean: dict[str, str] = {}
+        self._initial = True
         self.ready = asyncio.Event()
         self.watching = asyncio.Event()
         self._stop = asyncio.Event()
@@ -127,6 +141,7 @@ class DirectorySource:
                 raise FileNotFoundError(f"config directory {root} does not exist")
         self._apply(await asyncio.to_thread(self._updates_for_rescan))
         self.ready.set()
+        await asyncio.to_thread(self._save_copies, self._copies_due())
         started = False
         # yield_on_timeout: the first (possibly empty) batch tells us the watcher is running;
         # a rescan then catches anything edited between the initial load and that moment.
@@ -143,24 +158,32 @@ class DirectorySource:
                 if not started:
                     started = True
                     self._apply(await asyncio.to_thread(self._updates_for_rescan))
+                    await asyncio.to_thread(self._save_copies, self._copies_due())
                     self.watching.set()
                     log.info("watching %s (%d objects in force)", ", ".join(map(str, self.roots)), len(self.store))
                 if changes:
                     paths = {Path(p) for _, p in changes}
                     self._apply(await asyncio.to_thread(self._updates_for, paths))
+                    await asyncio.to_thread(self._save_copies, self._copies_due())
             except Exception:  # a bug in handling one batch must not stop the watch
                 log.exception("failed to apply config changes from %s", self.root)
 
     # --- turning file system state into store updates ----------------------------------------
 
     def _rescan(self) -> ChangeSet:
-        return self._apply(self._updates_for_rescan())
+        cs = self._apply(self._updates_for_rescan())
+        self._save_copies(self._copies_due())
+        return cs
 
     def _updates_for_rescan(self) -> list[SourceUpdate]:
         present = {str(p): p for root in self.roots for p in scan(root)}
+        if self._initial and self.last_good is not None:
+            self.last_good.prune(set(present))  # files deleted while the control plane was down
+        self._initial = False
         gone = [s for s in self._stats if s not in present]
         for s in gone:
             del self._stats[s]
+            self._forget(s)
         updates = [SourceUpdate(s) for s in gone]
         for path in present.values():
             up = self._load_if_changed(path)
@@ -189,6 +212,7 @@ class DirectorySource:
             prefix = name + os.sep
             for known in [s for s in self._stats if s == name or s.startswith(prefix)]:
                 self._stats.pop(known, None)
+                self._forget(known)
                 updates[known] = SourceUpdate(known)
         return list(updates.values())
 
@@ -205,7 +229,7 @@ class DirectorySource:
         # would drop the file's objects (and their last good versions). Re-read while the file
         # changes under us, or while it is empty but had content before.
         for _ in range(_READ_ATTEMPTS):
-            update = _update(path)
+            update, text = self._read(path)
             after = _stat(path)
             torn = after != stat or (after[1] == 0 and previous is not None and previous[1] > 0)
             stat = after
@@ -213,12 +237,91 @@ class DirectorySource:
                 break
             time.sleep(_REREAD_DELAY)
         self._stats[name] = stat
+        self._clean.pop(name, None)
+        if text is not None and update.complete and not any(e.severity == "error" for e in update.errors):
+            self._clean[name] = text
         return update
+
+    @staticmethod
+    def _read(path: Path) -> tuple[SourceUpdate, str | None]:
+        """The file's update and the text it was loaded from (None if unreadable)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return _update(path), None  # load_file words the error
+        result = load_text(text, str(path))
+        return SourceUpdate(str(path), result.objects, result.errors, result.complete), text
+
+    # --- last good copies --------------------------------------------------------------------
+
+    def _forget(self, source: str) -> None:
+        """`source` was deleted (on purpose): its last good copy goes too."""
+        self._clean.pop(source, None)
+        if self.last_good is not None:
+            self.last_good.remove(source)
+
+    def _fallbacks(self, updates: list[SourceUpdate]) -> tuple[list[SourceUpdate], list[SourceUpdate]]:
+        """Two batches: the first has, in place of each update that failed to load and has a last
+        good copy, the copy's objects (those not already in force from that file); the second
+        has those failed updates, each with a note. Applied in that order, the store keeps the
+        copy's version of every object the failed version does not validly define."""
+        if self.last_good is None:
+            return updates, []
+        first: list[SourceUpdate] = []
+        second: list[SourceUpdate] = []
+        for up in updates:
+            failed = not up.complete or any(e.severity == "error" for e in up.errors)
+            copy = self.last_good.load(up.source) if failed else None
+            if copy is None:
+                first.append(up)
+                continue
+            text, copy_path, saved = copy
+            # Positions name the copy: that is the text in force.
+            result: LoadResult = load_text(text, str(copy_path))
+            missing = [o for o in result.objects if self.store.source_of(o.key) != up.source]
+            if missing:
+                first.append(SourceUpdate(up.source, missing, [], complete=False))
+            when = describe_time(saved)
+            if missing:
+                reason = (f"its last good copy from {when} ({copy_path}) is in force for what this version "
+                          "does not validly define")  # fmt: skip
+            else:
+                reason = (f"the last good versions stay in force (the copy of this file from {when} in "
+                          f"{copy_path} is what a restart starts from)")  # fmt: skip
+            note = ConfigError(up.source, None, reason, severity="warning")
+            second.append(SourceUpdate(up.source, up.objects, [*up.errors, note], up.complete))
+            if missing:
+                log.warning("%s fails to load: %d object(s) from its last good copy from %s are in force",
+                            up.source, len(missing), when)  # fmt: skip
+        return first, second
+
+    def _copies_due(self) -> list[tuple[str, str]]:
+        """Clean files whose objects the store accepted (reference checks included)."""
+        if self.last_good is None or not self._clean:
+            return []
+        bad = {e.file for e in self.store.errors() if e.severity == "error"}
+        due = [(s, t) for s, t in self._clean.items() if s not in bad]
+        for s, _ in due:
+            del self._clean[s]
+        return due
+
+    def _save_copies(self, due: list[tuple[str, str]]) -> None:
+        if self.last_good is not None:
+            for source, text in due:
+                self.last_good.save(source, text)
 
     def _apply(self, updates: list[SourceUpdate]) -> ChangeSet:
         if not updates:
             return ChangeSet()
-        cs = self.store.apply_sources(updates)
+        first, second = self._fallbacks(updates)
+        cs = self.store.apply_sources(first)
+        if second:
+            # The copies went in with the rest (in file order, so references and "first declared
+            # wins" behave as without them); now the failed versions, against them.
+            more = self.store.apply_sources(second)
+            cs.changes += more.changes
+            cs.new_errors += more.new_errors
+            cs.rejected += more.rejected
         if cs.changes:
             log.info("config: %d object(s) changed from %d file(s)", len(cs.changes), len(updates))
         return cs

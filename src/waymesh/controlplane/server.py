@@ -65,6 +65,9 @@ class ControlPlaneOptions:
     ca_port: int | None = None
     ca_host: str = "0.0.0.0"
     ca_dir: Path | None = None  # None: <state dir>/ca
+    # Last good copy of each config file, so a restart with a bad file on disk starts from it
+    # (waymesh.config.last_good). None: no copies (the CLI defaults it to <state dir>/last-good).
+    last_good_dir: Path | None = None
     workload_cert_ttl: float = 24 * 3600.0
     max_workload_cert_ttl: float = 90 * 24 * 3600.0
 
@@ -87,7 +90,9 @@ class ControlPlane:
         self.workload_feed = WorkloadFeed(self.index, self.cache)
         self.sources: list[ConfigSource] = list(sources)
         if options.config_dir is not None:
-            self.sources.insert(0, DirectorySource(options.config_dir, self.store, options.extra_config_dirs))
+            self.sources.insert(
+                0, DirectorySource(options.config_dir, self.store, options.extra_config_dirs, options.last_good_dir)
+            )
         # Called with every freshly computed Gateway API status (Kubernetes mode writes it back).
         self.status_subscribers: list[StatusSubscriber] = []
         self._changed_keys: set[ConfigKey] = set()

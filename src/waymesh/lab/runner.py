@@ -280,6 +280,9 @@ class LabRunner:
         if "--ca-dir" in cp_params:
             # A CA per lab: its root and bootstrap tokens go away with the lab.
             args += ["--ca-dir", str(self.dir / "ca")]
+        if "--last-good-dir" in cp_params:
+            # Kept across `lab restart-control-plane` (same argv), gone with the lab.
+            args += ["--last-good-dir", str(self.dir / "last-good")]
         if "--ca-port" in cp_params:
             st.ca_address = f"{st.gateway}:{CA_PORT}"  # the CA listens on the xDS host
             args += ["--ca-port", str(CA_PORT)]
