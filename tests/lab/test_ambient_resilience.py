@@ -341,14 +341,10 @@ def test_bad_policy_is_reported_and_the_last_good_one_stays_in_force(lab: Lab, b
     _converged(lab, 10)
 
 
-@pytest.mark.xfail(strict=True, reason="a control plane started with a bad version on disk has no last good "
-                   "version to keep: the policy is dropped and the node proxies fail open (see test docstring)")
 def test_bad_policy_on_disk_when_the_control_plane_restarts_keeps_the_last_good_one(lab: Lab) -> None:
-    """Known gap: the last good version lives only in the control plane's memory. Restarted with
-    the bad file still there, it loads no server-allow at all and tells the node proxies to
-    remove it, so `other` (denied by the last good version) gets in. A fix: the control plane
-    keeps the last good text of each file (e.g. next to its CA directory) and starts from it for
-    files that fail to load; sidecars have the same gap."""
+    """The control plane keeps the last good copy of each file on disk (the lab's
+    --last-good-dir): restarted with the bad file still there, it starts from the copy, so the
+    node proxies keep the ALLOW and `other` (denied by it) stays out."""
     _converged(lab)
     text, _, _ = BAD_VERSIONS["unknown-field"]
     _write(lab, "server-allow.yaml", text)
