@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import watchfiles
@@ -261,10 +262,11 @@ class DirectorySource:
             self.last_good.remove(source)
 
     def _fallbacks(self, updates: list[SourceUpdate]) -> tuple[list[SourceUpdate], list[SourceUpdate]]:
-        """Two batches: the first has, in place of each update that failed to load and has a last
-        good copy, the copy's objects (those not already in force from that file); the second
-        has those failed updates, each with a note. Applied in that order, the store keeps the
-        copy's version of every object the failed version does not validly define."""
+        """Two batches. The first has, in place of each update that failed to load and has a
+        last good copy, the copy's objects that are not in force from that file (all of them at
+        start; in memory otherwise); the second has those failed updates, their errors saying
+        that the copy is in force. Applied in that order, the store keeps the copy's version of
+        every object the failed version does not validly define."""
         if self.last_good is None:
             return updates, []
         first: list[SourceUpdate] = []
@@ -279,20 +281,23 @@ class DirectorySource:
             # Positions name the copy: that is the text in force.
             result: LoadResult = load_text(text, str(copy_path))
             missing = [o for o in result.objects if self.store.source_of(o.key) != up.source]
-            if missing:
-                first.append(SourceUpdate(up.source, missing, [], complete=False))
+            if not missing:
+                first.append(up)  # memory already holds the last good versions (a live edit)
+                continue
+            first.append(SourceUpdate(up.source, missing, [], complete=False))
             when = describe_time(saved)
-            if missing:
-                reason = (f"its last good copy from {when} ({copy_path}) is in force for what this version "
-                          "does not validly define")  # fmt: skip
-            else:
-                reason = (f"the last good versions stay in force (the copy of this file from {when} in "
-                          f"{copy_path} is what a restart starts from)")  # fmt: skip
-            note = ConfigError(up.source, None, reason, severity="warning")
-            second.append(SourceUpdate(up.source, up.objects, [*up.errors, note], up.complete))
-            if missing:
-                log.warning("%s fails to load: %d object(s) from its last good copy from %s are in force",
-                            up.source, len(missing), when)  # fmt: skip
+            from_copy = {o.key for o in missing}
+            errors: list[ConfigError] = []
+            for e in up.errors:
+                if e.severity == "error" and e.key in from_copy:
+                    e = replace(e, reason=f"{e.reason}; its last good version (copy of this file from {when}) is in force")
+                elif e.severity == "error" and e.key is None:
+                    e = replace(e, reason=f"{e.reason}; the last good copy of this file from {when} ({copy_path}) "
+                                "is in force for what this version does not define")  # fmt: skip
+                errors.append(e)
+            second.append(SourceUpdate(up.source, up.objects, errors, up.complete))
+            log.warning("%s fails to load: %d object(s) from its last good copy from %s are in force",
+                        up.source, len(missing), when)  # fmt: skip
         return first, second
 
     def _copies_due(self) -> list[tuple[str, str]]:
