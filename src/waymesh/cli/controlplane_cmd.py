@@ -93,6 +93,9 @@ def register(app: typer.Typer) -> None:
         for d in config_dirs:
             if not d.is_dir():
                 raise typer.BadParameter(f"{d} is not a directory", param_hint="--config-dir")
+        if last_good_dir is not None and any(last_good_dir.resolve().is_relative_to(d.resolve()) for d in config_dirs):
+            raise typer.BadParameter("must not be inside a --config-dir (it would be read as config)",
+                                     param_hint="--last-good-dir")  # fmt: skip
         config_dir = config_dirs[0] if config_dirs else None
         if credentials_dir is None and config_dir is not None and (config_dir / "credentials").is_dir():
             credentials_dir = config_dir / "credentials"
