@@ -70,7 +70,11 @@ def test_bad_field_at_start_falls_back_to_the_copy_and_says_so(dirs):
     assert port(store, "b") == 81  # the bad one: its last good copy, not nothing
     # Reported as without a copy (file, line, field), plus which version is in force.
     (err,) = [e for e in store.errors() if e.severity == "error"]
-    assert err.file == str(config.resolve() / "a.yaml") and err.line == 9 and err.field_path == "spec.ports[0].port"
+    assert (
+        err.file == str(config.resolve() / "a.yaml")
+        and err.line == 9
+        and err.field_path == "spec.ports[0].port"
+    )
     assert "its last good version (copy of this file from 20" in err.reason, err
     # The copy is the last clean version, not the bad one.
     assert "eighty" not in copy_of(config, state, "a.yaml").read_text()
@@ -140,7 +144,9 @@ def test_reference_rejected_file_is_not_saved(dirs):
     store, source = start(config, state)
     good = copy_of(config, state, "vs.yaml").read_text()
     # Valid on its own, but routes to a host nothing provides: rejected by the store.
-    (config / "vs.yaml").write_text(vs.replace("{n}", "1").replace("{{", "{").replace("}}", "}").replace("host: a", "host: nope"))
+    (config / "vs.yaml").write_text(
+        vs.replace("{n}", "1").replace("{{", "{").replace("}}", "}").replace("host: a", "host: nope")
+    )
     source._rescan()
     assert any(e.severity == "error" and "nope" in e.reason for e in store.errors()), store.errors()
     assert copy_of(config, state, "vs.yaml").read_text() == good

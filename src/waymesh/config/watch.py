@@ -142,7 +142,8 @@ class DirectorySource:
                 raise FileNotFoundError(f"config directory {root} does not exist")
         self._apply(await asyncio.to_thread(self._updates_for_rescan))
         self.ready.set()
-        await asyncio.to_thread(self._save_copies, self._copies_due())
+        if due := self._copies_due():
+            await asyncio.to_thread(self._save_copies, due)
         started = False
         # yield_on_timeout: the first (possibly empty) batch tells us the watcher is running;
         # a rescan then catches anything edited between the initial load and that moment.
@@ -159,13 +160,15 @@ class DirectorySource:
                 if not started:
                     started = True
                     self._apply(await asyncio.to_thread(self._updates_for_rescan))
-                    await asyncio.to_thread(self._save_copies, self._copies_due())
+                    if due := self._copies_due():
+                        await asyncio.to_thread(self._save_copies, due)
                     self.watching.set()
                     log.info("watching %s (%d objects in force)", ", ".join(map(str, self.roots)), len(self.store))
                 if changes:
                     paths = {Path(p) for _, p in changes}
                     self._apply(await asyncio.to_thread(self._updates_for, paths))
-                    await asyncio.to_thread(self._save_copies, self._copies_due())
+                    if due := self._copies_due():
+                        await asyncio.to_thread(self._save_copies, due)
             except Exception:  # a bug in handling one batch must not stop the watch
                 log.exception("failed to apply config changes from %s", self.root)
 
