@@ -130,6 +130,7 @@ class Mesh:
             "--debug-address", f"127.0.0.1:{self.debug_port}",
             "--ca-port", str(self.ca_port),
             "--ca-dir", str(self.workdir / "ca"),
+            "--last-good-dir", str(self.workdir / "last-good"),
         ]  # fmt: skip
         if mesh_config is not None:
             mesh_path = self.workdir / "mesh.yaml"
