@@ -117,6 +117,29 @@ def test_render_workloads_cli(tmp_path: Path) -> None:
     assert docs == rendered("basic")["records"]
 
 
+def test_render_workloads_reads_more_dirs_and_says_when_there_are_none(tmp_path: Path) -> None:
+    """Policies in one directory, WorkloadEntries in another (a lab's generated config)."""
+    from typer.testing import CliRunner
+
+    from waymesh.cli.main import app
+
+    docs = list(yaml.safe_load_all((TESTDATA / "basic.in.yaml").read_text()))
+    workload_docs = [d for d in docs if d and d.get("kind") == "WorkloadEntry"]
+    assert workload_docs, "the basic case has WorkloadEntries"
+    (tmp_path / "mesh").mkdir()
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "mesh" / "mesh.yaml").write_text(yaml.safe_dump_all([d for d in docs if d not in workload_docs]))
+    (tmp_path / "lab" / "workloads.yaml").write_text(yaml.safe_dump_all(workload_docs))
+
+    alone = CliRunner().invoke(app, ["render", str(tmp_path / "mesh"), "--workloads"])
+    assert alone.exit_code == 0, alone.output
+    assert "no workloads" in alone.stderr and "--config-dir" in alone.stderr
+    both = CliRunner().invoke(app, ["render", str(tmp_path / "mesh"), "--config-dir", str(tmp_path / "lab"), "--workloads"])
+    assert both.exit_code == 0, both.output
+    assert yaml.safe_load(both.stdout) == rendered("basic")["records"]
+    assert "no workloads" not in both.stderr
+
+
 def test_node_proxy_state_loads_the_rendered_records(tmp_path: Path) -> None:
     """What `render --workloads` prints is what `waymesh node-proxy --config` reads."""
     from waymesh.nodeproxy.state import WorkloadState

@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
         workloads: bool = typer.Option(
             False, "--workloads", help="The node proxies' feed instead: every Workload, Service and Authorization record."
         ),
+        extra_dirs: list[Path] = typer.Option(
+            [], "--config-dir", help="More directories read together with DIR, as `control-plane --config-dir` "
+            "does (e.g. a lab's generated WorkloadEntries and Services: /run/waymesh/labs/LAB/config)."
+        ),
         mesh_config: Path | None = typer.Option(None, "--mesh-config"),
         credentials_dir: Path | None = typer.Option(None, "--credentials-dir"),
         output: str = typer.Option("yaml", "--output", "-o", help="yaml or json"),
@@ -35,7 +39,7 @@ def register(app: typer.Typer) -> None:
         if credentials_dir is None and (config_dir / "credentials").is_dir():
             credentials_dir = config_dir / "credentials"
         try:
-            offline = OfflineMesh.load(config_dir, mesh_config, credentials_dir)
+            offline = OfflineMesh.load(config_dir, mesh_config, credentials_dir, extra_config_dirs=tuple(extra_dirs))
             if workloads:
                 _render_workloads(offline, output)
                 return
@@ -83,6 +87,12 @@ def _render_workloads(offline: object, output: str) -> None:
     for problem in [*offline.store.errors(), *records.problems]:  # type: ignore[attr-defined]
         typer.secho(f"problem: {problem}", fg="yellow", err=True)
     docs = records_as_documents(records)
+    if not any(doc.get("type") == "Workload" for doc in docs):
+        typer.secho(
+            "note: no workloads: node proxies get a record per WorkloadEntry or Pod; in a lab they are in "
+            "its generated config (add --config-dir /run/waymesh/labs/LAB/config)",
+            fg="yellow", err=True,
+        )
     if output == "json":
         typer.echo(json.dumps(docs, indent=2))
     else:

@@ -31,12 +31,13 @@ class OfflineMesh:
     @classmethod
     def load(
         cls, config_dir: Path, mesh_config: Path | None = None, credentials_dir: Path | None = None,
-        log_errors: bool = True,
+        log_errors: bool = True, extra_config_dirs: tuple[Path, ...] = (),
     ) -> OfflineMesh:  # fmt: skip
-        if not config_dir.is_dir():
-            raise FileNotFoundError(f"{config_dir} is not a directory")
+        for directory in (config_dir, *extra_config_dirs):
+            if not directory.is_dir():
+                raise FileNotFoundError(f"{directory} is not a directory")
         store = ConfigStore(log_errors=log_errors)
-        DirectorySource(config_dir, store).load_initial()
+        DirectorySource(config_dir, store, extra_config_dirs).load_initial()
         mesh, _ = load_mesh_config(mesh_config)
         index = MeshIndex(store, CredentialStore(credentials_dir, store=store), mesh)
         return cls(store, index)
