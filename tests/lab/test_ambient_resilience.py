@@ -131,7 +131,7 @@ def _remove(lab: Lab, name: str) -> float:
 
 def _get(lab: Lab, pod: str, service: str, timeout: float = 3.0) -> str:
     """One new connection from `pod` to `service`'s VIP, one request: "200", or what went wrong
-    ("closed": the mesh refused the tunnel and closed the client's connection; "refused": no
+    ("closed": the mesh refused the tunnel and reset the client's connection; "refused": no
     listener, e.g. no node proxy)."""
     vip = lab.vip(service, "app")
 
@@ -139,6 +139,8 @@ def _get(lab: Lab, pod: str, service: str, timeout: float = 3.0) -> str:
         try:
             conn = http.client.HTTPConnection(vip, 80, timeout=timeout)
             conn.connect()  # inside the pod: captured to its node proxy's 15001
+        except ConnectionResetError:
+            return "closed"  # the refusal (a TCP RST) came before connect() returned
         except OSError as e:
             return "refused" if isinstance(e, ConnectionRefusedError) else type(e).__name__
         try:

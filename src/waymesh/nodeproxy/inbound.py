@@ -24,7 +24,7 @@ from waymesh.nodeproxy import hbone
 from waymesh.nodeproxy.accepted import Accepted
 from waymesh.nodeproxy.api.workload_pb2 import Service, Workload
 from waymesh.nodeproxy.netns import original_dst
-from waymesh.nodeproxy.splice import Flow, H2Protocol, Pipe, StreamEnd
+from waymesh.nodeproxy.splice import Flow, H2Protocol, Pipe, StreamEnd, reset
 from waymesh.nodeproxy.tls import peer_identity
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ class PlainInbound(Accepted):
         try:
             ip, port = original_dst(t.get_extra_info("socket"))  # type: ignore[arg-type]
         except OSError:
-            t.abort()
+            reset(t)
             return
         src_ip, src_port = (t.get_extra_info("peername") or ("", 0))[:2]
         proxy, pod = self.proxy, self.pod
@@ -173,7 +173,7 @@ class PlainInbound(Accepted):
         decision = proxy.authorize(pod.workload, src_ip, None, ip, port, False)
         if not decision.allowed:
             flow.fail("denied", decision.reason + (f" ({decision.policy})" if decision.policy else ""))
-            t.abort()
+            reset(t)
             flow.finish()
             return
         proxy.tasks.spawn(self._go(t, flow, src_ip, src_port, ip, port))
@@ -189,7 +189,7 @@ class PlainInbound(Accepted):
         except (OSError, TimeoutError) as e:
             sock.close()
             flow.fail("connect_failed", f"{ip}:{port}: {e}")
-            t.abort()
+            reset(t)
             flow.finish()
             return
         ut.pause_reading()  # type: ignore[attr-defined]

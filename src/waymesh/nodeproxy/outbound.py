@@ -18,7 +18,7 @@ from waymesh.nodeproxy.accepted import Accepted
 from waymesh.nodeproxy.api.workload_pb2 import HBONE, SIDECAR_MTLS, Service, Workload
 from waymesh.nodeproxy.netns import original_dst
 from waymesh.nodeproxy.pool import TunnelRefused
-from waymesh.nodeproxy.splice import Flow, Pipe, StreamEnd, StreamNotOpened
+from waymesh.nodeproxy.splice import Flow, Pipe, StreamEnd, StreamNotOpened, reset
 from waymesh.nodeproxy.tls import peer_identity
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class OutboundAccept(Accepted):
             ip, port = original_dst(sock)  # type: ignore[arg-type]
         except OSError as e:
             log.warning("%s: no original destination (%s); closing", self.pod.name, e)
-            t.abort()
+            reset(t)
             return
         src_ip = (t.get_extra_info("peername") or ("", 0))[0]
         r = route(self.proxy, ip, port)
@@ -110,7 +110,7 @@ class OutboundAccept(Accepted):
         flow = proxy.flow("outbound", pod, src_ip, r, secure)
         if r.error:
             flow.fail("no_route", r.error)
-            t.abort()
+            reset(t)
             flow.finish()
             return
         try:
@@ -120,7 +120,7 @@ class OutboundAccept(Accepted):
                 await self._pipe(t, r, flow)
         except Exception as e:  # connect / handshake / refusal: the client sees a reset
             flow.fail("connect_failed", f"{r.kind} {r.ip}:{r.port}: {e}")
-            t.abort()
+            reset(t)
             flow.finish()
 
     async def _hbone(self, t: asyncio.Transport, r: Route, flow: Flow) -> None:

@@ -61,9 +61,12 @@ class HboneClient(H2Protocol):
             return
         if ev.status == 200:
             end.open()
-        elif ev.stream_id in self.h2.streams:
-            self.h2.reset(ev.stream_id, hbone.CANCEL)
+        else:
+            # Refused: the stream's end (a 403 comes with END_STREAM) must not reach the client
+            # as a clean half-close; the opener resets the client's connection instead.
             self.ends.pop(ev.stream_id, None)
+            if ev.stream_id in self.h2.streams:
+                self.h2.reset(ev.stream_id, hbone.CANCEL)
         if end.response is not None and not end.response.done():
             end.response.set_result(ev.status)
 

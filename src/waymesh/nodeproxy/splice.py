@@ -10,12 +10,30 @@ HTTP/2 credit goes back, so the peer stops at one window); when a stream's outgo
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections.abc import Callable
 
 from waymesh.nodeproxy import hbone
 
 HIGH_WATER = 4 * 1024 * 1024  # per stream bytes waiting for peer window before we stop reading
+
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Close with a TCP RST, as ztunnel does for a refused or reset connection: the client sees
+    "connection reset by peer", not a clean end of stream it could take for an empty answer
+    (abort() alone sends a FIN once the request was read)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        except OSError:
+            pass
+    transport.abort()
 
 
 class StreamNotOpened(ConnectionError):
@@ -180,7 +198,7 @@ class StreamEnd(asyncio.Protocol):
             return
         self.flow.fail("reset", f"stream reset by peer (HTTP/2 error {code})")
         if self.transport is not None:
-            self.transport.abort()  # a reset becomes a TCP RST, as ztunnel does
+            reset(self.transport)  # a reset becomes a TCP RST, as ztunnel does
         else:
             self.flow.finish()
 
@@ -362,7 +380,7 @@ class Pipe(asyncio.Protocol):
         if other is not None and other.transport is not None and not other.closed:
             if exc is not None:
                 self.flow.fail("error", str(exc))
-                other.transport.abort()
+                reset(other.transport)
             else:
                 other.transport.close()
         if other is None or other.closed:
