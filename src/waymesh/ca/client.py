@@ -10,7 +10,7 @@ import grpc
 from waymesh.ca import protocol
 from waymesh.ca.auth import CERT_CHAIN_METADATA, CSR_SIGNATURE_METADATA, sign_possession
 from waymesh.ca.pki import PrivateKey
-from waymesh.ca.server import CONTROL_PLANE_SERVER_NAME
+from waymesh.ca.protocol import CONTROL_PLANE_SERVER_NAME
 
 
 class CaClient:

@@ -14,6 +14,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, st
 
 CREATE_CERTIFICATE = "/istio.v1.auth.IstioCertificateService/CreateCertificate"
 WATCH_TRUST_BUNDLE = "/waymesh.ca.v1.TrustBundleService/Watch"
+# The name the CA's serving certificate is checked for (istiod's, so Istio clients work too).
+CONTROL_PLANE_SERVER_NAME = "istiod.istio-system.svc"
 
 _F = descriptor_pb2.FieldDescriptorProto
 

@@ -32,12 +32,12 @@ from waymesh.ca.authority import (
     init_ca,
 )
 from waymesh.ca.metrics import CaMetrics
+from waymesh.ca.protocol import CONTROL_PLANE_SERVER_NAME
 from waymesh.ca.spiffe import SpiffeId
 
 log = logging.getLogger("waymesh.ca")
 
 # Names the control plane's certificate answers to; agents verify this one (see agent/identity).
-CONTROL_PLANE_SERVER_NAME = "istiod.istio-system.svc"
 SERVER_NAMES = (CONTROL_PLANE_SERVER_NAME, "istiod.istio-system.svc.cluster.local", "istiod", "localhost", "127.0.0.1", "::1")
 SERVER_CERT_TTL = 24 * 3600.0
 
