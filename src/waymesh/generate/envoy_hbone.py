@@ -20,6 +20,7 @@ certificate, the server's URI SAN checked against the identity).
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import (
@@ -264,11 +265,15 @@ _LISTENERS = {
 }
 
 
-def build_hbone_listener(lst: ir.Listener) -> listener_pb2.Listener:
-    builder = _LISTENERS.get(type(lst))
+def _dispatch(builders: dict[type, Any], obj: ir.Listener | ir.Cluster, what: str) -> Any:
+    builder = builders.get(type(obj))
     if builder is None:
-        raise GenerateError(f"listener {lst.name}: no generator for {type(lst).__name__}")
-    return builder(lst)  # type: ignore[operator]
+        raise GenerateError(f"{what} {obj.name}: no generator for {type(obj).__name__}")
+    return builder(obj)
+
+
+def build_hbone_listener(lst: ir.Listener) -> listener_pb2.Listener:
+    return _dispatch(_LISTENERS, lst, "listener")  # type: ignore[no-any-return]
 
 
 # --- clusters ----------------------------------------------------------------------------------
@@ -353,8 +358,5 @@ _CLUSTERS = {
 
 
 def build_hbone_cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
-    builder = _CLUSTERS.get(type(c))
-    if builder is None:
-        raise GenerateError(f"cluster {c.name}: no generator for {type(c).__name__}")
-    return builder(c)  # type: ignore[operator]
+    return _dispatch(_CLUSTERS, c, "cluster")  # type: ignore[no-any-return]
 
