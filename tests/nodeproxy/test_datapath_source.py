@@ -109,7 +109,7 @@ def make_certs(*identities: str) -> Certs:
 
 def records(waypoint: str | None = None) -> list[dict]:
     b: dict = {"type": "Workload", "name": "b", "namespace": "demo", "addresses": [IP_B], "node": "n1", "serviceAccount": "b",
-               "trustDomain": "cluster.local", "tunnelProtocol": "HBONE"}  # fmt: skip
+               "trustDomain": "cluster.local", "tunnelProtocol": "HBONE", "services": [f"demo/{SVC_HOST}"]}  # fmt: skip
     if waypoint:
         b["waypointIdentities"] = [waypoint]
     return [
@@ -301,6 +301,7 @@ def test_destination_service_needs_exactly_one_match(tmp_path: Path) -> None:
     recs.append({"type": "Service", "name": "web2", "namespace": "demo", "hostname": "web2.demo.svc.cluster.local",
                  "addresses": ["10.251.11.101"], "ports": [{"servicePort": 8080, "targetPort": 9000},
                                                            {"servicePort": 9001}], "endpoints": ["demo/b"]})  # fmt: skip
+    recs[1]["services"].append("demo/web2.demo.svc.cluster.local")  # b backs both
     cfg = tmp_path / "w.yaml"
     cfg.write_text(yaml.safe_dump(recs))
     state = WorkloadState()

@@ -8,11 +8,12 @@ bytes, an early EOF and an early close are recorded here instead of being lost.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 
 from waymesh.nodeproxy.splice import Flow, Pipe
 
 
-class Accepted(asyncio.Protocol):
+class Accepted(asyncio.Protocol, ABC):
     def __init__(self) -> None:
         self.early: list[bytes] = []
         self.eof = False
@@ -23,9 +24,9 @@ class Accepted(asyncio.Protocol):
         t.pause_reading()
         self.accepted(t)
 
+    @abstractmethod
     def accepted(self, t: asyncio.Transport) -> None:
         """The connection is here (paused): find out where it goes."""
-        raise NotImplementedError
 
     def data_received(self, data: bytes) -> None:
         self.early.append(data)

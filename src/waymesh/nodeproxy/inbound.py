@@ -46,8 +46,10 @@ def destination_service(state: WorkloadState, w: Workload, port: int) -> Service
     """The one service that has `w` as an endpoint and `port` as a target port; None when there
     is none or more than one (ambiguous: reported as unknown)."""
     found = None
-    for svc in state.services():
-        if w.uid not in svc.endpoints:
+    # The workload record names its services: per connection, look at those, not at every service.
+    for name in w.services:
+        svc = state.service(name)
+        if svc is None:
             continue
         if any((sp.target_port or sp.service_port) == port for sp in svc.ports):
             if found is not None:

@@ -47,17 +47,30 @@ def _identity(w: Workload) -> str:
     return f"spiffe://{w.trust_domain or 'cluster.local'}/ns/{w.namespace}/sa/{w.service_account}"
 
 
+def _pick_endpoint(eps: list[Workload]) -> Workload | None:
+    """Round robin over the (cached) endpoint list, skipping records without an address."""
+    if not eps:
+        return None
+    start = next(_rr)
+    for i in range(len(eps)):
+        w = eps[(start + i) % len(eps)]
+        if w.addresses:
+            return w
+    return None
+
+
 def route(proxy: NodeProxy, ip: str, port: int) -> Route:
     state = proxy.state
     svc = state.service_by_vip(ip)
     if svc is not None:
         wp = svc.waypoint if svc.HasField("waypoint") else None
         if wp is not None and wp.addresses:
-            return Route("hbone", wp.addresses[0], wp.hbone_port or HBONE_PORT, f"{ip}:{port}", wp.identity or None, None, svc, f"{ip}:{port}")
-        eps = [w for w in state.endpoints(svc) if w.addresses]
-        if not eps:
+            # several waypoint pods: connections spread over them
+            address = wp.addresses[next(_rr) % len(wp.addresses)]
+            return Route("hbone", address, wp.hbone_port or HBONE_PORT, f"{ip}:{port}", wp.identity or None, None, svc, f"{ip}:{port}")
+        w = _pick_endpoint(state.endpoints(svc))
+        if w is None:
             return Route("plain", ip, port, service=svc, target=f"{ip}:{port}", error=f"service {svc.namespace}/{svc.hostname} has no endpoints")
-        w = eps[next(_rr) % len(eps)]
         target_port = port
         for sp in svc.ports:
             if sp.service_port == port:
@@ -76,7 +89,8 @@ def _workload_route(w: Workload, ip: str, port: int) -> Route:
     if w.tunnel_protocol == HBONE:
         wp = w.waypoint if w.HasField("waypoint") else None
         if wp is not None and wp.addresses:
-            return Route("hbone", wp.addresses[0], wp.hbone_port or HBONE_PORT, target, wp.identity or None, w, None, target)
+            address = wp.addresses[next(_rr) % len(wp.addresses)]
+            return Route("hbone", address, wp.hbone_port or HBONE_PORT, target, wp.identity or None, w, None, target)
         return Route("hbone", ip, HBONE_PORT, target, _identity(w), w, None, target)
     if w.tunnel_protocol == SIDECAR_MTLS:
         return Route("mtls", ip, port, "", _identity(w), w, None, target)
